@@ -1,0 +1,52 @@
+"""Population KPIs accumulated over an episode, as namespaced ``dict[str, float]``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.scenario import CHANNELS
+
+_SUMS = ("profit", "revenue", "orders", "contact_cost", "discount_cost", "media_cost")
+
+
+class EpisodeKPIs:
+    """Running totals of the week outcomes of a population (float64, so sums stay exact enough)."""
+
+    def __init__(self, n_channels: int):
+        self.n_channels = n_channels
+        self.reset()
+
+    def reset(self) -> None:
+        self.weeks = 0
+        self.customers = 0
+        self.totals = {k: 0.0 for k in _SUMS}
+        self.contacts = np.zeros(self.n_channels + 1, np.int64)
+        self.offers = 0
+        self.opt_outs = 0
+        self.dropped_out = 0
+        self.weekly_profit: list[float] = []
+
+    def add(self, out) -> None:
+        """Add one week's :class:`envs.dynamics.Outcome`."""
+        self.weeks += 1
+        self.customers = int(out.profit.shape[0])
+        for k in _SUMS:
+            self.totals[k] += float(np.sum(getattr(out, k), dtype=np.float64))
+        self.contacts += np.bincount(out.channel, minlength=self.n_channels + 1)
+        self.offers += int(np.count_nonzero(out.offer))
+        self.opt_outs += int(np.count_nonzero(out.opted_out))
+        self.dropped_out += int(np.count_nonzero(out.dropped_out))
+        self.weekly_profit.append(float(np.sum(out.profit, dtype=np.float64)))
+
+    def summary(self) -> dict[str, float]:
+        """Per-customer totals over the weeks seen so far (keys documented in the glossary)."""
+        n = max(self.customers, 1)
+        s = {f"kpi/{k}_per_customer": v / n for k, v in self.totals.items()}
+        s["kpi/weeks"] = float(self.weeks)
+        s["kpi/customers"] = float(self.customers)
+        for j, name in enumerate(CHANNELS[: self.n_channels], start=1):
+            s[f"kpi/contacts_{name}_per_customer"] = float(self.contacts[j]) / n
+        s["kpi/offers_per_customer"] = self.offers / n
+        s["kpi/opt_outs_per_customer"] = self.opt_outs / n
+        s["kpi/dropped_out_share"] = self.dropped_out / n
+        return s

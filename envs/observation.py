@@ -1,0 +1,136 @@
+"""What the marketer can see: observable features, lifecycle stage and the action mask.
+
+Only observable history goes into the observation (customer-model.md §1): transactions, RFM
+summaries, consent, contact and offer history, and the lifecycle stage computed from them.
+Latent truth (rate, alive, drop-out propensity, responsiveness, preferences) never does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.dynamics import CompiledScenario
+from envs.scenario import CHANNELS
+from envs.state import PopulationState
+
+F4 = np.float32
+CAP_WEEKS = 52
+"""Weeks-since features are capped here ("long ago")."""
+
+STAGES: tuple[str, ...] = ("new", "active", "at_risk", "lapsed", "reactivated")
+"""Lifecycle stages (customer-model.md §2.8), codes 0..4 in ``state.stage``."""
+NEW, ACTIVE, AT_RISK, LAPSED, REACTIVATED = range(5)
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "recency_weeks", "frequency", "tenure_weeks", "avg_spend", "p_alive",
+    *(f"optin_{c}" for c in CHANNELS),
+    *(f"weeks_since_contact_{c}" for c in CHANNELS),
+    *(f"contacts_4w_{c}" for c in CHANNELS),
+    "weeks_since_offer", "offers_8w", "redemptions_8w",
+    *(f"stage_{s}" for s in STAGES),
+    "horizon_progress",
+)
+"""Observation columns, in order."""
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=F4)
+_POPCOUNT4 = np.array([bin(i & 0x0F).count("1") for i in range(256)], dtype=F4)
+
+
+def p_alive(model: CompiledScenario, s: PopulationState) -> np.ndarray:
+    """BG/NBD P(alive | x, t_x, T) at the scenario's parameters (float32, from observables)."""
+    pm = model.scenario.purchase
+    x, t_x, T = s.x, s.t_x, s.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # log of a/(b+x−1)·((α+T)/(α+t_x))^(r+x), in log space so heavy buyers cannot overflow
+        term = np.log((F4(pm.alpha) + T) / (F4(pm.alpha) + t_x))
+        term *= F4(pm.r) + x
+        term += np.log(F4(pm.a) / (F4(pm.b) + x - F4(1.0)))
+    np.clip(term, -80, 80, out=term)
+    out = F4(1.0) / (F4(1.0) + np.exp(term))
+    out[x == 0] = 1.0
+    return out
+
+
+def update_stage(s: PopulationState, alive_prob: np.ndarray, purchased: np.ndarray | None) -> None:
+    """Lifecycle stage from observables; ``purchased`` (bool, n) marks this week's buyers.
+
+    A purchase by a lapsed customer makes them *reactivated* until their P(alive) falls back
+    below the lapsed threshold.
+    """
+    prev = s.stage.copy()
+    stage = np.full(s.n, ACTIVE, np.int8)
+    stage[alive_prob < 0.7] = AT_RISK
+    stage[alive_prob < 0.3] = LAPSED
+    if purchased is not None:
+        back = (purchased & (prev == LAPSED)) | ((prev == REACTIVATED) & (stage != LAPSED))
+        stage[back] = REACTIVATED
+    stage[(s.x == 0) & (s.T < 8)] = NEW
+    s.stage[:] = stage
+
+
+def observe(model: CompiledScenario, s: PopulationState, alive_prob: np.ndarray,
+            horizon: int) -> np.ndarray:
+    """Observation matrix (n, len(FEATURE_NAMES)) float32.
+
+    Built feature-major and returned as a transposed view, so each feature is one contiguous
+    write (row-major column writes would touch every cache line once per feature).
+    """
+    C = model.n_channels
+    buf = np.empty((len(FEATURE_NAMES), s.n), F4)
+    np.subtract(s.T, s.t_x, out=buf[0])
+    buf[1] = s.x
+    buf[2] = s.T
+    np.divide(s.spend_total, s.x + F4(1.0), out=buf[3])
+    buf[4] = alive_prob
+    buf[5:5 + C] = s.optin
+    week = s.week.astype(np.int32)
+    since = week - s.last_contact
+    np.minimum(since, CAP_WEEKS, out=since)
+    buf[5 + C:5 + 2 * C] = since
+    buf[5 + 2 * C:5 + 3 * C] = _POPCOUNT4[s.contact_bits]
+    j = 5 + 3 * C
+    buf[j] = np.minimum(week - s.last_offer, CAP_WEEKS)
+    buf[j + 1] = _POPCOUNT[s.offer_bits]
+    buf[j + 2] = _POPCOUNT[s.redeem_bits]
+    j += 3
+    for k in range(len(STAGES)):
+        np.equal(s.stage, k, out=buf[j + k], casting="unsafe")
+    buf[j + len(STAGES)] = week
+    buf[j + len(STAGES)] /= F4(horizon)
+    return buf.T
+
+
+def action_mask(model: CompiledScenario, s: PopulationState) -> np.ndarray:
+    """Useful actions, bool (n, sum(nvec)): per-dimension masks concatenated.
+
+    Channel j is useful if the customer is reachable on it; an offer needs some reachable
+    channel to carry it; per-person media spend needs the paid-media audience. "No contact",
+    "no offer" and "no spend" are always allowed. Actions outside the mask are legal: they cost
+    nothing and do nothing.
+    """
+    n_ch, n_off, n_sp = model.nvec
+    mask = np.empty((n_ch + n_off + n_sp, s.n), bool)
+    mask[0] = True
+    mask[1:n_ch] = s.optin
+    mask[n_ch] = True
+    any_reach = s.optin.any(axis=0)
+    mask[n_ch + 1:n_ch + n_off] = any_reach
+    mask[n_ch + n_off] = True
+    mask[n_ch + n_off + 1:] = s.optin[model.paid_media]
+    return mask.T
+
+
+def observation_bounds(model: CompiledScenario) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of every feature (for the Box observation space)."""
+    F = len(FEATURE_NAMES)
+    low = np.zeros(F, F4)
+    high = np.full(F, np.inf, F4)
+    C = model.n_channels
+    high[4:5 + C] = 1.0
+    high[5 + C:5 + 2 * C] = CAP_WEEKS
+    high[5 + 2 * C:5 + 3 * C] = 4
+    j = 5 + 3 * C
+    high[j] = CAP_WEEKS
+    high[j + 1:j + 3] = 8
+    high[j + 3:] = 1.0
+    return low, high

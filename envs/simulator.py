@@ -1,0 +1,142 @@
+"""The engine both envs share: a population, its seed, its clock, and one week at a time.
+
+:class:`Simulator` owns the state and calls :func:`envs.dynamics.transition` and the observation
+functions; :class:`envs.PopulationEnv` (all rows) and :class:`envs.CustomerEnv` (one row) are thin
+Gymnasium faces on it, so there is exactly one copy of the dynamics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from envs import observation as obs_mod
+from envs.dynamics import (
+    CompiledScenario,
+    Outcome,
+    compile_scenario,
+    expected_myopic_profit,
+    transition,
+)
+from envs.scenario import Scenario, get_scenario
+from envs.state import PopulationState, allocate, draw_customers
+
+
+def check_positive_int(name: str, value: Any, valid: str = ">= 1") -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an integer {valid}, got {value!r}")
+    return int(value)
+
+
+class Simulator:
+    """A population of ``n`` customers with global indices ``customer_offset + arange(n)``."""
+
+    def __init__(self, scenario: str | Scenario, n: int, horizon: int, customer_offset: int = 0):
+        self.scenario = get_scenario(scenario)
+        self.model: CompiledScenario = compile_scenario(self.scenario)
+        self.n = check_positive_int("num_envs", n)
+        self.horizon = check_positive_int("horizon", horizon)
+        if isinstance(customer_offset, bool) or not isinstance(customer_offset, int | np.integer) \
+                or customer_offset < 0:
+            raise ValueError(f"customer_offset must be an integer >= 0, got {customer_offset!r}")
+        self.state: PopulationState = allocate(self.scenario, self.n)
+        self.state.customer_id[:] = np.arange(self.n, dtype=np.int64) + int(customer_offset)
+        self.seed: int | None = None
+        self.alive_prob = np.ones(self.n, np.float32)
+        self.nvec = np.array(self.model.nvec, dtype=np.int64)
+
+    # ---- episodes ----------------------------------------------------------------------
+    def reset(self, seed: int | None) -> None:
+        """New customers in every row: episode 0 of ``seed``, or the next episode if None."""
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+                raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+            self.seed = int(seed)
+            self.state.episode[:] = 0
+        elif self.seed is None:
+            self.seed = int(np.random.SeedSequence().entropy % (2**63))
+            self.state.episode[:] = 0
+        else:
+            self.state.episode += 1
+        self.reset_rows(np.arange(self.n))
+
+    def reset_rows(self, rows: np.ndarray) -> None:
+        """Redraw the customers in ``rows`` (their episode counters must already be set)."""
+        assert self.seed is not None
+        draw_customers(self.scenario, self.state, rows, self.seed)
+        if rows.size == self.n:
+            self.alive_prob = obs_mod.p_alive(self.model, self.state)
+            obs_mod.update_stage(self.state, self.alive_prob, None)
+        else:
+            sub = self.state.take(rows)
+            pa = obs_mod.p_alive(self.model, sub)
+            obs_mod.update_stage(sub, pa, None)
+            self.alive_prob[rows] = pa
+            self.state.stage[rows] = sub.stage
+
+    # ---- one week ------------------------------------------------------------------------
+    def check_action(self, action: Any) -> np.ndarray:
+        """Validate a (n, 3) integer action array against the MultiDiscrete space."""
+        a = np.asarray(action)
+        if a.shape != (self.n, 3):
+            raise ValueError(
+                f"action must have shape ({self.n}, 3) = (customers, [channel, offer, spend level]), "
+                f"got {a.shape}")
+        if not np.issubdtype(a.dtype, np.integer):
+            if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+                a = a.astype(np.int64)
+            else:
+                raise ValueError(f"action must hold integers, got dtype {a.dtype}")
+        bad = (a < 0) | (a >= self.nvec)
+        if bad.any():
+            row, dim = np.argwhere(bad)[0]
+            names = ("channel", "offer", "spend level")
+            raise ValueError(
+                f"action outside the space: customer row {row} has {names[dim]} {a[row, dim]}, "
+                f"valid range is 0..{self.nvec[dim] - 1} (MultiDiscrete{self.nvec.tolist()})")
+        return a
+
+    def step(self, action: np.ndarray) -> Outcome:
+        out = transition(self.model, self.state, action)
+        self.alive_prob = obs_mod.p_alive(self.model, self.state)
+        obs_mod.update_stage(self.state, self.alive_prob, out.orders > 0)
+        return out
+
+    def observe(self) -> np.ndarray:
+        return obs_mod.observe(self.model, self.state, self.alive_prob, self.horizon)
+
+    def action_mask(self) -> np.ndarray:
+        return obs_mod.action_mask(self.model, self.state)
+
+    def unreachable(self) -> np.ndarray:
+        """Rows no action can reach any more: opted out of every channel (episode ends)."""
+        return ~self.state.optin.any(axis=0)
+
+    def at_horizon(self) -> np.ndarray:
+        return self.state.week >= self.horizon
+
+    def expected_myopic_profit(self, action: np.ndarray) -> np.ndarray:
+        """Latent-truth expected profit of ``action`` this week, per customer (oracle/regret)."""
+        return expected_myopic_profit(self.model, self.state, self.check_action(action))
+
+    def info(self, out: Outcome | None, include_latent: bool = True) -> dict[str, Any]:
+        """Per-customer info arrays: reward components, KPIs, the action mask, latent truth."""
+        info: dict[str, Any] = {"action_mask": self.action_mask()}
+        if out is not None:
+            info.update(
+                revenue=out.revenue, orders=out.orders, contact_cost=out.contact_cost,
+                discount_cost=out.discount_cost, media_cost=out.media_cost,
+                channel=out.channel, offer=out.offer, opted_out=out.opted_out)
+        if include_latent:
+            s = self.state
+            latent = {
+                "alive": s.alive.copy(),
+                "base_rate": s.rate,
+                "p_alive_model": self.alive_prob,
+            }
+            if out is not None:
+                latent["purchase_rate"] = out.purchase_rate
+                latent["dropped_out"] = out.dropped_out
+            info["latent"] = latent
+        return info
