@@ -88,6 +88,7 @@ class Marketing:
     log_mult: np.ndarray  # (n,) float32 — additive log-rate term from all marketing
     contacted: np.ndarray  # (k,) rows with a delivered contact
     channel: np.ndarray  # (k,) channel index of each delivered contact
+    flat: np.ndarray  # (k,) channel * n + row: flat index into (C, n) channel arrays
     fatigue_before: np.ndarray  # (k,) that channel's fatigue before the contact
     offer: np.ndarray  # (k,) offer carried by each delivered contact
     discount: np.ndarray  # (n,) float32 — discount this row can redeem this week (0 = list price)
@@ -110,9 +111,10 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, action: np.nda
     chan = action[:, 0]
     rows = np.flatnonzero(chan)
     c = (chan[rows] - 1).astype(np.intp)
-    reach = s.optin[c, rows]
-    rows, c = rows[reach], c[reach]
-    f_before = s.fatigue[c, rows]
+    flat = c * n + rows  # 1-D indices into the (C, n) channel arrays: much faster than 2-D pairs
+    reach = s.optin.reshape(-1)[flat]
+    rows, c, flat = rows[reach], c[reach], flat[reach]
+    f_before = s.fatigue.reshape(-1)[flat]
 
     offer = action[rows, 1]
     discount = np.zeros(n, F4)
@@ -127,7 +129,7 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, action: np.nda
         log_mult[dr] = (-F4(of.pantry_effect) * s.pantry[dr] - F4(of.promo_elasticity) * np.log(price)
                         + F4(of.ref_gain) * gain - F4(of.ref_loss) * np.maximum(price - ref, F4(0)))
         discount[dr] = d
-    log_mult[rows] += s.response[c, rows] * np.exp(-model.kappa[c] * f_before)
+    log_mult[rows] += s.response.reshape(-1)[flat] * np.exp(-model.kappa[c] * f_before)
     cat = model.offer_category[offer]
     rr = rows[cat >= 0]
     if rr.size:
@@ -140,7 +142,7 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, action: np.nda
     mlevel = level[mrows]
     if mrows.size:
         log_mult[mrows] += s.media_response[mrows] * model.hill[mlevel]
-    return Marketing(log_mult, rows, c, f_before, offer, discount, mrows, mlevel)
+    return Marketing(log_mult, rows, c, flat, f_before, offer, discount, mrows, mlevel)
 
 
 @dataclass
@@ -213,15 +215,15 @@ def transition(model: CompiledScenario, s: PopulationState, action: np.ndarray) 
 
     # Stocks: decay, then add this week's contacts (F_{t+1} = ρ·F_t + n_t).
     s.fatigue *= model.decay
-    s.fatigue[c, rows] += F4(1.0)
+    s.fatigue.reshape(-1)[mk.flat] += F4(1.0)
     if mk.media_rows.size:
         s.fatigue[model.paid_media, mk.media_rows] += model.hill[mk.media_level]
     _annoyance(model, s, dropped)
     s.alive &= ~dropped
 
     s.contact_bits <<= np.uint8(1)
-    s.contact_bits[c, rows] |= np.uint8(1)
-    s.last_contact[c, rows] = s.week[rows]
+    s.contact_bits.reshape(-1)[mk.flat] |= np.uint8(1)
+    s.last_contact.reshape(-1)[mk.flat] = s.week[rows]
     s.offer_bits <<= np.uint8(1)
     s.redeem_bits <<= np.uint8(1)
     offered = rows[mk.offer > 0]

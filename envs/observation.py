@@ -69,14 +69,15 @@ def update_stage(s: PopulationState, alive_prob: np.ndarray, purchased: np.ndarr
 
 
 def observe(model: CompiledScenario, s: PopulationState, alive_prob: np.ndarray,
-            horizon: int) -> np.ndarray:
+            horizon: int, out: np.ndarray | None = None) -> np.ndarray:
     """Observation matrix (n, len(FEATURE_NAMES)) float32.
 
     Built feature-major and returned as a transposed view, so each feature is one contiguous
-    write (row-major column writes would touch every cache line once per feature).
+    write (row-major column writes would touch every cache line once per feature). ``out``, a
+    (len(FEATURE_NAMES), n) float32 buffer, is filled instead of a new array when given.
     """
     C = model.n_channels
-    buf = np.empty((len(FEATURE_NAMES), s.n), F4)
+    buf = np.empty((len(FEATURE_NAMES), s.n), F4) if out is None else out
     np.subtract(s.T, s.t_x, out=buf[0])
     buf[1] = s.x
     buf[2] = s.T

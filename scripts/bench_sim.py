@@ -1,0 +1,112 @@
+"""Simulator throughput: customer-steps/s of Rapport/Population-v0 vs Gymnasium's SyncVectorEnv.
+
+Usage: .venv/bin/python scripts/bench_sim.py [--sizes 1000 10000 100000 1000000] [--weeks 10]
+
+All mechanisms are on: every week a mixed marketing plan contacts ~30 % of customers on a random
+channel with a random offer (discounts, recommendations, gestures) and buys paid media for ~20 %,
+so fatigue, opt-outs, price memory, pantry, conditioning, satisfaction and annoyance all run.
+A fully random policy (5/6 of customers contacted every week) is also timed at the largest size.
+Actions are generated before timing. Prints a table and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import gymnasium
+import numpy as np
+
+import envs
+
+
+def mixed_plan(n: int, rng: np.random.Generator, contact_share: float = 0.3,
+               media_share: float = 0.2) -> np.ndarray:
+    a = np.zeros((n, 3), np.int64)
+    contacted = rng.random(n) < contact_share
+    a[contacted, 0] = rng.integers(1, 6, contacted.sum())
+    a[contacted, 1] = rng.integers(0, 8, contacted.sum())
+    media = rng.random(n) < media_share
+    a[media, 2] = rng.integers(1, 4, media.sum())
+    return a
+
+
+def uniform_plan(n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.stack([rng.integers(0, k, n) for k in (6, 8, 4)], axis=1)
+
+
+def time_population(n: int, weeks: int, plan, copy_obs: bool = True) -> tuple[float, float, float]:
+    """(customer-steps/s, reset seconds, state bytes per customer)."""
+    rng = np.random.default_rng(0)
+    env = envs.PopulationEnv(num_envs=n, horizon=weeks + 5, include_latent=True, copy_obs=copy_obs)
+    t0 = time.perf_counter()
+    env.reset(seed=0)
+    reset_s = time.perf_counter() - t0
+    actions = [plan(n, rng) for _ in range(min(weeks, 4))]
+    env.step(actions[0])  # warm-up
+    t0 = time.perf_counter()
+    for t in range(weeks):
+        env.step(actions[t % len(actions)])
+    dt = time.perf_counter() - t0
+    return n * weeks / dt, reset_s, env.state_bytes_per_customer()
+
+
+def time_sync_vector(n_copies: int = 256, weeks: int = 20) -> float:
+    vec = gymnasium.vector.SyncVectorEnv(
+        [lambda i=i: envs.CustomerEnv(customer_index=i, horizon=weeks + 5) for i in range(n_copies)])
+    vec.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = [mixed_plan(n_copies, rng) for _ in range(4)]
+    vec.step(actions[0])
+    t0 = time.perf_counter()
+    for t in range(weeks):
+        vec.step(actions[t % 4])
+    return n_copies * weeks / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
+    ap.add_argument("--weeks", type=int, default=10)
+    args = ap.parse_args()
+
+    rows = []
+
+    def measure(n: int, policy: str, copy_obs: bool) -> None:
+        plan = mixed_plan if policy == "mixed" else uniform_plan
+        rate, reset_s, nbytes = time_population(n, args.weeks, plan, copy_obs)
+        rows.append({"n": n, "policy": policy, "copy_obs": copy_obs, "customer_steps_per_s": rate,
+                     "reset_s": reset_s, "state_bytes_per_customer": nbytes})
+
+    for n in args.sizes:
+        measure(n, "mixed", True)
+    n_max = max(args.sizes)
+    measure(n_max, "mixed", False)
+    measure(n_max, "uniform", True)
+    sync = time_sync_vector()
+
+    print(f"{'customers':>10} {'policy':>8} {'copy_obs':>8} {'customer-steps/s':>17} {'reset s':>8} "
+          f"{'bytes/cust':>10}")
+    for r in rows:
+        print(f"{r['n']:>10,} {r['policy']:>8} {r['copy_obs']!s:>8} {r['customer_steps_per_s']:>17,.0f} "
+              f"{r['reset_s']:>8.2f} {r['state_bytes_per_customer']:>10.0f}")
+    print(f"SyncVectorEnv over 256 single-customer envs: {sync:,.0f} customer-steps/s")
+    best = max(r["customer_steps_per_s"] for r in rows if r["n"] == n_max and r["policy"] == "mixed")
+    default = next(r["customer_steps_per_s"] for r in rows if r["n"] == n_max and r["copy_obs"])
+    result = {
+        "bench": "sim",
+        "rows": rows,
+        "sync_vector_env_steps_per_s": sync,
+        "customer_steps_per_s_at_max_n_default": default,
+        "customer_steps_per_s_at_max_n_best": best,
+        "speedup_vs_sync_at_max_n": default / sync,
+        "state_bytes_per_customer": rows[0]["state_bytes_per_customer"],
+        "targets": {"customer_steps_per_s_at_1e6": 1e7, "speedup_vs_sync": 100,
+                    "state_bytes_per_customer": 200},
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
