@@ -48,7 +48,7 @@ def test_changing_one_customers_actions_leaves_others_identical():
     assert not np.array_equal(r1[:, 42], r2[:, 42]) or not np.array_equal(o1[:, 42], o2[:, 42])
 
 
-@pytest.mark.parametrize("big", [100_000])
+@pytest.mark.parametrize("big", [100_000, pytest.param(1_000_000, marks=pytest.mark.slow)])
 def test_customer_is_the_same_in_any_population_size(big):
     rng = np.random.default_rng(0)
     small_acts = [np.stack([rng.integers(0, k, 10) for k in (6, 8, 4)], 1) for _ in range(8)]

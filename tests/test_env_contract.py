@@ -142,3 +142,19 @@ def test_single_env_rejects_bad_action():
 def test_step_before_reset_is_an_error():
     with pytest.raises(RuntimeError, match="reset"):
         envs.PopulationEnv(num_envs=3).step(np.zeros((3, 3), np.int64))
+
+
+def test_contact_on_opted_out_channel_costs_nothing_and_does_nothing():
+    env = envs.PopulationEnv(num_envs=400, horizon=10)
+    env.reset(seed=4)
+    env.sim.state.optin[1] = False  # nobody reachable by SMS
+    twin = envs.PopulationEnv(num_envs=400, horizon=10)
+    twin.reset(seed=4)
+    twin.sim.state.optin[1] = False
+    sms_with_discount = np.tile([2, 3, 0], (400, 1))
+    o1, r1, _, _, info = env.step(sms_with_discount)
+    o2, r2, *_ = twin.step(np.zeros((400, 3), np.int64))
+    assert np.all(info["contact_cost"] == 0) and np.all(info["channel"] == 0)
+    np.testing.assert_array_equal(r1, r2)
+    np.testing.assert_array_equal(o1, o2)
+    assert not info["action_mask"][:, 2].any()
