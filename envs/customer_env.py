@@ -48,8 +48,7 @@ class CustomerEnv(gym.Env):
     def step(self, action):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        a = self.sim.check_action(np.asarray(action).reshape(1, -1))
-        out = self.sim.step(a)
+        out = self.sim.step(self.sim.check_action(np.asarray(action).reshape(1, -1)))
         terminated = bool(self.sim.unreachable()[0])
         truncated = bool(self.sim.at_horizon()[0]) and not terminated
         info = self._row_info(self.sim.info(out, self.include_latent))

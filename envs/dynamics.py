@@ -1,7 +1,9 @@
-"""One week of the customer population: ``transition(model, state, action) -> outcome``.
+"""One week of the customer population: ``transition(model, state, plan) -> outcome``.
 
 The single-customer env and the population env both call :func:`transition`; there is no second
-copy of the dynamics. The state is updated in place (arrays are large; copying a million-row
+copy of the dynamics. Actions arrive as a *plan*: a (3, n) int8 array of (channel, offer, spend
+level) rows, made once by :func:`as_plan` so the hot path reads contiguous bytes instead of
+strided int64 columns. The state is updated in place (arrays are large; copying a million-row
 population every week would dominate the step) and the week's outcome is returned. The noise is
 counter-based (:mod:`envs.noise`), keyed by the state's per-row keys and weeks, so the design's
 ``noise`` argument is implicit in ``state.key``/``state.week``.
@@ -96,8 +98,35 @@ class Marketing:
     media_level: np.ndarray  # (m,) spend level index of those rows
 
 
-def marketing_effect(model: CompiledScenario, s: PopulationState, action: np.ndarray) -> Marketing:
-    """Effect of ``action`` (n, 3) on this week's purchase rate, from the current state."""
+def as_plan(action: np.ndarray, nvec: np.ndarray) -> np.ndarray:
+    """Validate an (n, 3) integer action array and return it as a (3, n) int8 plan.
+
+    Raises ``ValueError`` naming the first customer row and dimension outside ``nvec``.
+    """
+    a = np.asarray(action)
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise ValueError(f"action must have shape (customers, 3) = [channel, offer, spend level], got {a.shape}")
+    if not np.issubdtype(a.dtype, np.integer):
+        if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+            a = a.astype(np.int64)
+        else:
+            raise ValueError(f"action must hold integers, got dtype {a.dtype}")
+    ok = a.size == 0 or (a.min() >= 0 and a.max() < 127)  # whole-array reductions are cheap
+    if ok:
+        plan = np.empty((3, a.shape[0]), np.int8)
+        np.copyto(plan, a.T, casting="unsafe")  # exact: every value is in [0, 127)
+        ok = all(plan[d].max(initial=0) < nvec[d] for d in range(3))
+        if ok:
+            return plan
+    row, dim = np.argwhere((a < 0) | (a >= nvec))[0]
+    names = ("channel", "offer", "spend level")
+    raise ValueError(
+        f"action outside the space: customer row {row} has {names[dim]} {a[row, dim]}, "
+        f"valid range is 0..{nvec[dim] - 1} (MultiDiscrete{list(map(int, nvec))})")
+
+
+def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarray) -> Marketing:
+    """Effect of ``plan`` (3, n) int8 on this week's purchase rate, from the current state."""
     sc = model.scenario
     of = sc.offers
     n = s.n
@@ -108,7 +137,7 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, action: np.nda
     log_mult -= s.conditioning
     log_mult -= F4(of.pantry_effect) * s.pantry
 
-    chan = action[:, 0]
+    chan = plan[0]
     rows = np.flatnonzero(chan)
     c = (chan[rows] - 1).astype(np.intp)
     flat = c * n + rows  # 1-D indices into the (C, n) channel arrays: much faster than 2-D pairs
@@ -116,7 +145,7 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, action: np.nda
     rows, c, flat = rows[reach], c[reach], flat[reach]
     f_before = s.fatigue.reshape(-1)[flat]
 
-    offer = action[rows, 1]
+    offer = plan[1][rows]
     discount = np.zeros(n, F4)
     d = model.offer_discount[offer]
     dr = rows[d > 0]
@@ -136,7 +165,7 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, action: np.nda
         w = s.category_pref[cat[cat >= 0], rr]
         log_mult[rr] += F4(of.recommendation_effect) * (F4(of.n_categories) * w - F4(1.0))
 
-    level = action[:, 2]
+    level = plan[2]
     mrows = np.flatnonzero(level)
     mrows = mrows[s.optin[model.paid_media, mrows]]
     mlevel = level[mrows]
@@ -162,12 +191,12 @@ class Outcome:
     purchase_rate: np.ndarray  # float32 — latent effective rate this week (analysis only)
 
 
-def transition(model: CompiledScenario, s: PopulationState, action: np.ndarray) -> Outcome:
-    """Advance every customer one week under ``action`` (n, 3) int; mutates ``s`` in place."""
+def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray) -> Outcome:
+    """Advance every customer one week under ``plan`` (3, n) int8; mutates ``s`` in place."""
     sc = model.scenario
     of, pm = sc.offers, sc.purchase
     n = s.n
-    mk = marketing_effect(model, s, action)
+    mk = marketing_effect(model, s, plan)
     rows, c = mk.contacted, mk.channel
 
     # Service gestures raise satisfaction before this week's purchases (lower drop-out risk).
@@ -296,14 +325,14 @@ def _outcome(model: CompiledScenario, n: int, mk: Marketing, buyers: np.ndarray,
                    opted_out, dropped, rate)
 
 
-def expected_myopic_profit(model: CompiledScenario, s: PopulationState, action: np.ndarray) -> np.ndarray:
-    """Expected profit this week of ``action`` under latent truth (for oracles and regret).
+def expected_myopic_profit(model: CompiledScenario, s: PopulationState, plan: np.ndarray) -> np.ndarray:
+    """Expected profit this week of ``plan`` (3, n) under latent truth (for oracles and regret).
 
     Expected orders = alive × effective rate (the drop-out truncation min(N, G) is ignored: it
     changes E[orders] by under 1 % at weekly rates); expected order value = p/ν at list price.
     """
     sc = model.scenario
-    mk = marketing_effect(model, s, action)
+    mk = marketing_effect(model, s, plan)
     rate = np.exp(mk.log_mult.astype(np.float64)) * s.rate * s.alive
     value = sc.purchase.p / s.spend_rate.astype(np.float64)
     profit = rate * value * ((1 - mk.discount) - (1 - sc.purchase.gross_margin))

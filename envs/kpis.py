@@ -30,13 +30,14 @@ class EpisodeKPIs:
         """Add one week's :class:`envs.dynamics.Outcome`."""
         self.weeks += 1
         self.customers = int(out.profit.shape[0])
-        for k in _SUMS:
-            self.totals[k] += float(np.sum(getattr(out, k), dtype=np.float64))
-        self.contacts += np.bincount(out.channel, minlength=self.n_channels + 1)
+        for k in _SUMS:  # float32 pairwise sums are exact enough per week; totals are float64
+            self.totals[k] += float(np.sum(getattr(out, k)))
+        for j in range(1, self.n_channels + 1):
+            self.contacts[j] += int(np.count_nonzero(out.channel == j))
         self.offers += int(np.count_nonzero(out.offer))
         self.opt_outs += int(np.count_nonzero(out.opted_out))
         self.dropped_out += int(np.count_nonzero(out.dropped_out))
-        self.weekly_profit.append(float(np.sum(out.profit, dtype=np.float64)))
+        self.weekly_profit.append(float(np.sum(out.profit)))
 
     def summary(self) -> dict[str, float]:
         """Per-customer totals over the weeks seen so far (keys documented in the glossary)."""

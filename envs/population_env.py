@@ -183,7 +183,7 @@ class PopulationEnv(VectorEnv):
     def step(self, actions):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        actions = self.sim.check_action(actions)
+        plan = self.sim.check_action(actions)
         n = self.num_envs
         if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._needs_reset.all():
             self.reset()  # every row was done (the horizon): a pure reset step, reward 0
@@ -192,9 +192,8 @@ class PopulationEnv(VectorEnv):
 
         restart = np.flatnonzero(self._needs_reset)
         if restart.size:  # rows done last step: their action is ignored, reward 0
-            actions = actions.copy()
-            actions[restart] = 0
-        out = self.sim.step(actions)
+            plan[:, restart] = 0
+        out = self.sim.step(plan)
         if restart.size:
             self._zero_rows(out, restart)
             self.sim.state.episode[restart] += 1

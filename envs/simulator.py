@@ -15,6 +15,7 @@ from envs import observation as obs_mod
 from envs.dynamics import (
     CompiledScenario,
     Outcome,
+    as_plan,
     compile_scenario,
     expected_myopic_profit,
     transition,
@@ -37,6 +38,8 @@ class Simulator:
         self.model: CompiledScenario = compile_scenario(self.scenario)
         self.n = check_positive_int("num_envs", n)
         self.horizon = check_positive_int("horizon", horizon)
+        if self.horizon > obs_mod.MAX_HORIZON:
+            raise ValueError(f"horizon must be an integer in [1, {obs_mod.MAX_HORIZON}] weeks, got {horizon}")
         if isinstance(customer_offset, bool) or not isinstance(customer_offset, int | np.integer) \
                 or customer_offset < 0:
             raise ValueError(f"customer_offset must be an integer >= 0, got {customer_offset!r}")
@@ -77,28 +80,17 @@ class Simulator:
 
     # ---- one week ------------------------------------------------------------------------
     def check_action(self, action: Any) -> np.ndarray:
-        """Validate a (n, 3) integer action array against the MultiDiscrete space."""
+        """Validate a (n, 3) integer action array; return it as a (3, n) int8 plan."""
         a = np.asarray(action)
         if a.shape != (self.n, 3):
             raise ValueError(
                 f"action must have shape ({self.n}, 3) = (customers, [channel, offer, spend level]), "
                 f"got {a.shape}")
-        if not np.issubdtype(a.dtype, np.integer):
-            if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
-                a = a.astype(np.int64)
-            else:
-                raise ValueError(f"action must hold integers, got dtype {a.dtype}")
-        # two column reductions are far cheaper than an elementwise mask over (n, 3)
-        if a.min(initial=0) < 0 or np.any(a.max(axis=0) >= self.nvec):
-            row, dim = np.argwhere((a < 0) | (a >= self.nvec))[0]
-            names = ("channel", "offer", "spend level")
-            raise ValueError(
-                f"action outside the space: customer row {row} has {names[dim]} {a[row, dim]}, "
-                f"valid range is 0..{self.nvec[dim] - 1} (MultiDiscrete{self.nvec.tolist()})")
-        return a
+        return as_plan(a, self.nvec)
 
-    def step(self, action: np.ndarray) -> Outcome:
-        out = transition(self.model, self.state, action)
+    def step(self, plan: np.ndarray) -> Outcome:
+        """One week under a plan from :meth:`check_action`."""
+        out = transition(self.model, self.state, plan)
         self.alive_prob = obs_mod.p_alive(self.model, self.state)
         obs_mod.update_stage(self.state, self.alive_prob, out.orders > 0)
         return out
