@@ -203,7 +203,7 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray) ->
     gest = rows[mk.offer == model.gesture_offer]
     s.satisfaction[gest] += F4(of.gesture_satisfaction)
 
-    rate = np.exp(mk.log_mult)
+    rate = np.exp(mk.log_mult, out=mk.log_mult)  # log_mult is not needed after this
     rate *= s.rate
     rate *= s.alive
     buyers, count = _poisson_sparse(rate, noise.uniform(s.key, s.week, M.PURCHASE))
@@ -292,7 +292,8 @@ def _poisson_sparse(rate: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.nda
     The dense part is one exp and one compare; the search beyond 0 runs only on the few rows
     that buy.
     """
-    p0 = np.exp(-rate)
+    p0 = np.negative(rate)
+    np.exp(p0, out=p0)
     buyers = np.flatnonzero(u > p0)
     count = noise.poisson_inverse(rate[buyers].astype(np.float64), u[buyers].astype(np.float64))
     keep = count > 0  # float32 vs float64 rounding at the boundary can leave a zero
