@@ -1,0 +1,292 @@
+"""From an in-memory Rapport policy to an exportable :class:`~experiments.export.modules.DecisionModule`
+and the :class:`ExportSpec` that travels with every artifact.
+
+Supported policies
+------------------
+* :class:`agents.rl_policy.SB3Policy` over PPO / A2C / MaskablePPO (MultiDiscrete or flattened
+  Discrete actions) and DQN, with optional VecNormalize observation statistics.
+* :class:`agents.bandits.LinearArmPolicy` (and a :class:`agents.bandits.LinearBandit` learner,
+  frozen with ``policy(explore=...)``) with any of its exploration rules.
+
+Modes and what the propensity means
+-----------------------------------
+``greedy``
+    Deterministic: the most probable allowed action (SB3 policy-gradient models), the allowed
+    action with the highest Q-value (DQN), the allowed arm with the highest predicted reward
+    (bandits); ties go to the first action in C order. Propensity 1.0: a deterministic logging
+    policy chose that action with certainty.
+``explore``
+    The policy's own exploration, driven by the ``noise`` input(s):
+
+    * SB3 policy-gradient: a draw from the masked action distribution (one uniform per action
+      dimension in ``noise``); propensity = its probability under that distribution.
+    * DQN: ε-greedy over allowed joint actions (ε from the SB3Policy); propensity
+      ``(1-ε)·[greedy] + ε/n_allowed``.
+    * ε-greedy bandit: ``noise[:, 0]`` picks the uniform arm, ``noise[:, 1] < ε`` explores;
+      propensity ``(1-ε)·[greedy] + ε/n_allowed`` (greedy ties go to the first arm).
+    * LinUCB: deterministic optimism, propensity 1.0.
+    * Thompson: ``noise`` (n, K) standard normal draws the posterior scores; propensity is the
+      Monte-Carlo estimate ``(hits + 1)/(M + 1)`` from ``propensity_noise`` (M, K).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.bandits import (
+    EpsilonRule,
+    GreedyRule,
+    LinearArmPolicy,
+    LinearBandit,
+    ThompsonRule,
+    UCBRule,
+)
+from agents.protocol import DecisionSchema
+from agents.rl_policy import SB3Policy
+from experiments.export.modules import (
+    DecisionModule,
+    EligibilityLayer,
+    EligibilityRule,
+    LinearArmScorer,
+    LinearArmSelector,
+    SB3Scorer,
+    SB3Selector,
+)
+
+__all__ = ["MODES", "ExportSpec", "NoiseInput", "ObsNormalization", "build_decision_module"]
+
+MODES = ("greedy", "explore")
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ObsNormalization:
+    """SB3 ``VecNormalize`` observation statistics: ``clip((obs - mean)/sqrt(var + eps), ±clip)``."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    clip_obs: float = 10.0
+    epsilon: float = 1e-8
+
+    @classmethod
+    def coerce(cls, value: Any) -> ObsNormalization | None:
+        """Accept None, an ObsNormalization, a VecNormalize, or a dict of the fields."""
+        if value is None or isinstance(value, ObsNormalization):
+            return value
+        if hasattr(value, "obs_rms"):  # stable_baselines3 VecNormalize
+            if not getattr(value, "norm_obs", True):
+                return None
+            return cls(np.asarray(value.obs_rms.mean), np.asarray(value.obs_rms.var),
+                       float(value.clip_obs), float(value.epsilon))
+        if isinstance(value, dict):
+            return cls(np.asarray(value["mean"]), np.asarray(value["var"]),
+                       float(value.get("clip_obs", 10.0)), float(value.get("epsilon", 1e-8)))
+        raise TypeError(f"obs_normalization must be a VecNormalize, an ObsNormalization or a dict "
+                        f"with mean/var[/clip_obs/epsilon], got {type(value).__name__}")
+
+    def apply(self, obs: np.ndarray) -> np.ndarray:
+        """What VecNormalize hands the policy (float32)."""
+        z = (np.asarray(obs, np.float64) - self.mean) / np.sqrt(self.var + self.epsilon)
+        return np.clip(z, -self.clip_obs, self.clip_obs).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class NoiseInput:
+    """An exploration input of the exported graph."""
+
+    name: str
+    shape: tuple[str | int, ...]
+    """``"n"`` is the batch size."""
+    distribution: str
+    """``uniform`` on [0, 1) or ``standard_normal``; float64."""
+    meaning: str
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Everything a consumer of an exported policy needs besides the graph (stored as JSON in
+    the ONNX metadata, beside the .pt2 file and in the MLflow model)."""
+
+    policy_kind: str
+    """E.g. ``sb3:PPO``, ``sb3:DQN``, ``bandit:LinUCB``."""
+    mode: str
+    """``greedy`` or ``explore``."""
+    rule: str
+    """Decision rule actually applied (``greedy``, ``sample``, ``epsilon``, ``ucb``, ``thompson``)."""
+    propensity: str
+    """What the propensity output means in this mode."""
+    feature_names: tuple[str, ...]
+    nvec: tuple[int, int, int]
+    channel_names: tuple[str, ...]
+    offer_names: tuple[str, ...]
+    spend_levels: tuple[float, ...]
+    noise_inputs: tuple[NoiseInput, ...] = ()
+    preprocessing: str = ""
+    eligibility: dict[str, Any] = field(default_factory=dict)
+    max_batch_rows: int = 1 << 17
+    """Rows per call that keep the graph's intermediate tensors in a few hundred MB."""
+    spec_version: int = SPEC_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExportSpec:
+        raw = json.loads(text)
+        raw["noise_inputs"] = tuple(NoiseInput(**{**n, "shape": tuple(n["shape"])})
+                                    for n in raw.get("noise_inputs", ()))
+        for key in ("feature_names", "nvec", "channel_names", "offer_names", "spend_levels"):
+            raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+
+def _eligibility(schema: DecisionSchema) -> tuple[EligibilityLayer, dict[str, Any]]:
+    rule = EligibilityRule.from_schema(schema.feature_names, schema.channel_names, schema.nvec)
+    described = {
+        "rule": "channel j allowed iff optin_<channel j> > 0.5; offers 1.. need any opt-in; "
+                "spend levels 1.. need the paid_media opt-in; index 0 of every dimension is "
+                "always allowed",
+        "optin_features": [schema.feature_names[c] for c in rule.optin_columns],
+        "spend_gate": None if rule.spend_channel is None
+        else f"optin_{schema.channel_names[rule.spend_channel]}",
+    }
+    return EligibilityLayer(rule), described
+
+
+def build_decision_module(policy: Any, schema: DecisionSchema, mode: str = "greedy", *,
+                          obs_normalization: Any = None) -> tuple[DecisionModule, ExportSpec]:
+    """The exportable module for ``policy`` and its spec (see the module doc for the modes).
+
+    Parameters
+    ----------
+    policy
+        An :class:`SB3Policy`, a :class:`LinearArmPolicy` or a :class:`LinearBandit`.
+    schema
+        The decision schema the policy was trained with (feature order, nvec, names).
+    mode
+        ``greedy`` or ``explore``.
+    obs_normalization
+        SB3 only: VecNormalize statistics the model was trained behind (a ``VecNormalize``,
+        an :class:`ObsNormalization` or a dict). Defaults to the policy's own
+        ``obs_normalization`` attribute when it has one.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    eligibility, elig_doc = _eligibility(schema)
+    common = dict(feature_names=tuple(schema.feature_names), nvec=tuple(schema.nvec),
+                  channel_names=tuple(schema.channel_names),
+                  offer_names=tuple(schema.offer_names),
+                  spend_levels=tuple(float(s) for s in schema.spend_levels),
+                  eligibility=elig_doc)
+    if isinstance(policy, LinearBandit):
+        policy = policy.policy(explore=True)  # keeps the rule; ``mode`` decides whether it is used
+    if isinstance(policy, SB3Policy):
+        return _build_sb3(policy, schema, mode, eligibility, common, obs_normalization)
+    if isinstance(policy, LinearArmPolicy):
+        if obs_normalization is not None:
+            raise ValueError("obs_normalization applies to SB3 policies; a bandit standardises "
+                             "its features itself")
+        return _build_linear(policy, schema, mode, eligibility, common)
+    raise TypeError(f"cannot export {type(policy).__name__}: exportable policies are SB3Policy, "
+                    "LinearArmPolicy and LinearBandit (rule-based baselines need no export)")
+
+
+def _build_sb3(policy: SB3Policy, schema: DecisionSchema, mode: str,
+               eligibility: EligibilityLayer, common: dict[str, Any],
+               obs_normalization: Any) -> tuple[DecisionModule, ExportSpec]:
+    if tuple(policy.nvec) != tuple(schema.nvec):
+        raise ValueError(f"the SB3 policy acts in nvec={policy.nvec}, the schema says "
+                         f"{schema.nvec}")
+    if policy.n_features != schema.n_features:
+        raise ValueError(f"the SB3 model takes {policy.n_features} features, the schema has "
+                         f"{schema.n_features}")
+    norm = ObsNormalization.coerce(obs_normalization if obs_normalization is not None
+                                   else getattr(policy, "obs_normalization", None))
+    is_dqn = policy._is_dqn
+    sample = mode == "explore"
+    scorer = SB3Scorer(copy.deepcopy(policy.model.policy).cpu(), is_dqn,
+                       None if norm is None else norm.mean, None if norm is None else norm.var,
+                       10.0 if norm is None else norm.clip_obs,
+                       1e-8 if norm is None else norm.epsilon)
+    selector = SB3Selector(policy._dims, tuple(schema.nvec), is_dqn, sample, policy.epsilon)
+    algo = type(policy.model).__name__.removeprefix("Batched")
+    if not sample:
+        rule, prop = "greedy", ("1.0: deterministic choice of the most probable allowed action"
+                                if not is_dqn else "1.0: deterministic argmax-Q allowed action")
+        noise: tuple[NoiseInput, ...] = ()
+    elif is_dqn:
+        rule = "epsilon"
+        prop = (f"(1-eps)*[greedy] + eps/n_allowed with eps={policy.epsilon}: exact probability "
+                "of the chosen joint action")
+        noise = (NoiseInput("noise", ("n", 1), "uniform",
+                            "inverse-CDF draw from the epsilon-greedy joint distribution"),)
+    else:
+        rule = "sample"
+        prop = ("exact probability of the sampled action under the model's distribution "
+                "restricted to allowed actions (product over action dimensions)")
+        noise = (NoiseInput("noise", ("n", len(policy._dims)), "uniform",
+                            "one uniform per action dimension for inverse-CDF sampling, in "
+                            "dimension order"),)
+    pre = ("VecNormalize observation statistics: clip((x - mean)/sqrt(var + eps), +-clip)"
+           if norm is not None else "none (the model was trained on raw features)")
+    module = DecisionModule(eligibility, scorer, selector, "sb3", len(noise))
+    spec = ExportSpec(policy_kind=f"sb3:{algo}", mode=mode, rule=rule, propensity=prop,
+                      noise_inputs=noise, preprocessing=pre, **common)
+    return module, spec
+
+
+def _build_linear(policy: LinearArmPolicy, schema: DecisionSchema, mode: str,
+                  eligibility: EligibilityLayer, common: dict[str, Any]
+                  ) -> tuple[DecisionModule, ExportSpec]:
+    fit, arms = policy.fit, np.asarray(policy.arms, np.int64)
+    K = len(arms)
+    rule = policy.rule if mode == "explore" else GreedyRule()
+    noise: tuple[NoiseInput, ...] = ()
+    cov, epsilon, scale = None, 0.0, 0.0
+    if isinstance(rule, GreedyRule):
+        name, prop = "greedy", "1.0: deterministic argmax of predicted reward (ties: first arm)"
+    elif isinstance(rule, EpsilonRule):
+        name, epsilon = "epsilon", rule.epsilon
+        prop = (f"(1-eps)*[greedy arm] + eps/n_allowed with eps={rule.epsilon}: exact "
+                "probability of the chosen arm")
+        noise = (NoiseInput("noise", ("n", 2), "uniform",
+                            "column 0 picks the uniform arm, column 1 < eps decides to explore"),)
+    elif isinstance(rule, UCBRule):
+        name, cov = "ucb", fit.cov
+        scale = rule.alpha * (fit.noise_std if rule.scale_by_noise else 1.0)
+        prop = "1.0: LinUCB is deterministic (ties: first arm)"
+    elif isinstance(rule, ThompsonRule):
+        name, cov = "thompson", fit.cov
+        scale = rule.v * (fit.noise_std if rule.scale_by_noise else 1.0)
+        prop = (f"Monte-Carlo estimate (hits+1)/(M+1) of the probability that the chosen arm "
+                f"wins a posterior draw, M={rule.propensity_draws} draws from propensity_noise")
+        noise = (NoiseInput("noise", ("n", K), "standard_normal",
+                            "one posterior draw of every arm's score"),)
+        if rule.propensity_draws > 0:
+            noise += (NoiseInput("propensity_noise", (rule.propensity_draws, K),
+                                 "standard_normal", "draws shared by every row for the "
+                                 "propensity estimate"),)
+    else:
+        raise TypeError(f"unknown bandit rule {type(rule).__name__}")
+    scorer = LinearArmScorer(fit.feature_mean, fit.feature_std, fit.theta, cov)
+    selector = LinearArmSelector(arms, name, epsilon=epsilon, scale=scale)
+    module = DecisionModule(eligibility, scorer, selector, "linear", len(noise))
+    # Thompson's propensity holds (rows, M, K) float64: keep a call under ~256 MB
+    max_rows = 1 << 17
+    if name == "thompson" and len(noise) == 2:
+        max_rows = max(256, (1 << 25) // (8 * noise[1].shape[0] * K))
+    elif cov is not None:
+        max_rows = 1 << 15
+    spec = ExportSpec(
+        policy_kind=f"bandit:{type(policy.rule).__name__.removesuffix('Rule')}", mode=mode,
+        rule=name,
+        propensity=prop, noise_inputs=noise,
+        preprocessing="standardise each feature (x - mean)/std with the bandit's running "
+                      "statistics, append a constant 1; per-arm ridge scores in float64",
+        max_batch_rows=max_rows, **common)
+    return module, spec

@@ -1,0 +1,380 @@
+"""The exported decision as one torch module: raw observable features in, decisions out.
+
+Every exported policy is a :class:`DecisionModule`::
+
+    features (n, F) float32 ──► eligibility layer (opt-in columns ─► per-dimension masks)
+                            └─► policy scorer (its own preprocessing inside) ─► selector
+                                                 ──► actions (n, 3) int64, propensity (n,) float64
+
+* **Eligibility** (:class:`EligibilityLayer`) re-implements the simulator's action-mask rule
+  (``envs.observation.action_mask``) from observable columns only: channel ``j`` is useful when
+  ``optin_<channel j>`` is set; an offer needs some reachable channel; paid-media spend levels
+  need the paid-media opt-in; "no contact", "no offer" and "no spend" are always allowed. A test
+  checks it against the simulator's own mask.
+* **Scorers** carry the preprocessing the policy was trained with: SB3 observation
+  normalisation (VecNormalize statistics) for deep-RL policies, the bandit's feature
+  standardisation for linear bandits.
+* **Selectors** turn scores into a decision. ``mode="greedy"`` is deterministic (propensity 1.0).
+  Exploration modes take their randomness as *inputs* (``noise``, and for Thompson sampling
+  ``propensity_noise``), so the exported graph is a pure function, the caller owns the random
+  stream, and the same noise reproduces the same decision.
+
+Only tensor ops that ``torch.export`` and the ONNX exporter handle are used (index_select,
+where, argmax, cumsum, matmul), so one module serves both formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "DecisionModule",
+    "EligibilityLayer",
+    "EligibilityRule",
+    "LinearArmScorer",
+    "SB3Scorer",
+]
+
+PAID_MEDIA = "paid_media"
+
+
+# --------------------------------------------------------------------------- eligibility
+
+
+@dataclass(frozen=True)
+class EligibilityRule:
+    """Which actions are useful, computed from the ``optin_<channel>`` feature columns.
+
+    The simulator's rule (``envs.observation.action_mask``), restated over observable features
+    so that it can travel inside an exported model.
+    """
+
+    nvec: tuple[int, int, int]
+    """(channels + 1, offers, spend levels)."""
+    optin_columns: tuple[int, ...]
+    """Feature column of ``optin_<channel>`` for each channel, in action order."""
+    spend_channel: int | None
+    """Channel (0-based, in ``channel_names``) whose opt-in gates paid-media spend; ``None``:
+    spend levels are always allowed."""
+
+    @classmethod
+    def from_schema(cls, feature_names: Sequence[str], channel_names: Sequence[str],
+                    nvec: Sequence[int]) -> EligibilityRule:
+        missing = [f"optin_{c}" for c in channel_names if f"optin_{c}" not in feature_names]
+        if missing:
+            raise ValueError(
+                f"the eligibility layer needs an opt-in feature per channel; missing "
+                f"{', '.join(missing)} among features {', '.join(feature_names)}")
+        cols = tuple(list(feature_names).index(f"optin_{c}") for c in channel_names)
+        spend = list(channel_names).index(PAID_MEDIA) if PAID_MEDIA in channel_names else None
+        return cls((int(nvec[0]), int(nvec[1]), int(nvec[2])), cols, spend)
+
+    def mask(self, features: np.ndarray) -> np.ndarray:
+        """Numpy reference: bool (n, sum(nvec)), the per-dimension masks concatenated."""
+        n_ch, n_off, n_sp = self.nvec
+        optin = np.asarray(features)[:, list(self.optin_columns)] > 0.5
+        mask = np.ones((len(optin), n_ch + n_off + n_sp), bool)
+        mask[:, 1:n_ch] = optin
+        mask[:, n_ch + 1:n_ch + n_off] = optin.any(axis=1, keepdims=True)
+        if self.spend_channel is not None:
+            mask[:, n_ch + n_off + 1:] = optin[:, self.spend_channel:self.spend_channel + 1]
+        return mask
+
+
+class EligibilityLayer(nn.Module):
+    """Tensor version of :class:`EligibilityRule`: features -> (channel, offer, spend) masks."""
+
+    def __init__(self, rule: EligibilityRule):
+        super().__init__()
+        self.rule = rule
+        self.register_buffer("optin_columns", torch.tensor(rule.optin_columns, dtype=torch.int64))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n_ch, n_off, n_sp = self.rule.nvec
+        optin = torch.index_select(features, 1, self.optin_columns) > 0.5
+        always = torch.ones_like(optin[:, :1])
+        channel = torch.cat([always, optin], dim=1)
+        offer = always
+        if n_off > 1:
+            reach = optin.any(dim=1, keepdim=True)
+            offer = torch.cat([always, reach.expand(-1, n_off - 1)], dim=1)
+        spend = always
+        if n_sp > 1:
+            if self.rule.spend_channel is None:
+                gate = always
+            else:
+                k = self.rule.spend_channel
+                gate = optin[:, k:k + 1]
+            spend = torch.cat([always, gate.expand(-1, n_sp - 1)], dim=1)
+        return channel, offer, spend
+
+
+def joint_mask(channel: torch.Tensor, offer: torch.Tensor, spend: torch.Tensor) -> torch.Tensor:
+    """(n, prod(nvec)) joint mask, C order (last dimension fastest), as
+    ``agents.sb3_adapter.joint_action_mask``."""
+    n = channel.shape[0]
+    joint = channel.unsqueeze(2) & offer.unsqueeze(1)
+    joint = joint.reshape(n, -1).unsqueeze(2) & spend.unsqueeze(1)
+    return joint.reshape(n, -1)
+
+
+def unravel(joint: torch.Tensor, nvec: tuple[int, int, int]) -> torch.Tensor:
+    """(n,) joint indices -> (n, 3) per-dimension actions (C order)."""
+    _, n_off, n_sp = nvec
+    return torch.stack([joint // (n_off * n_sp), (joint // n_sp) % n_off, joint % n_sp], dim=1)
+
+
+def _cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw per row with a uniform ``u`` (n, 1); as ``agents.rl_policy.SB3Policy``."""
+    cdf = torch.cumsum(probs, dim=1)
+    cdf = cdf / cdf[:, -1:]
+    return (cdf <= u).sum(dim=1)
+
+
+def _pick(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return torch.gather(values, 1, idx.unsqueeze(1)).squeeze(1)
+
+
+# --------------------------------------------------------------------------- SB3 policies
+
+
+class SB3Scorer(nn.Module):
+    """Observation normalisation + an SB3 policy's action head: logits (or Q-values).
+
+    Parameters
+    ----------
+    policy
+        The SB3 ``policy`` module (``model.policy``), deep-copied by the caller.
+    is_dqn
+        Q-values (``policy.q_net``) instead of the actor's logits.
+    obs_mean, obs_var, clip_obs, epsilon
+        VecNormalize statistics; ``obs_mean is None``: no normalisation.
+    """
+
+    def __init__(self, policy: nn.Module, is_dqn: bool, obs_mean: np.ndarray | None = None,
+                 obs_var: np.ndarray | None = None, clip_obs: float = 10.0,
+                 epsilon: float = 1e-8):
+        super().__init__()
+        self.policy = policy.eval()
+        self.is_dqn = is_dqn
+        self.normalize = obs_mean is not None
+        if self.normalize:
+            self.register_buffer("obs_mean", torch.as_tensor(np.asarray(obs_mean, np.float64)))
+            inv = 1.0 / np.sqrt(np.asarray(obs_var, np.float64) + float(epsilon))
+            self.register_buffer("obs_inv_std", torch.as_tensor(inv))
+            self.clip_obs = float(clip_obs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        obs = features
+        if self.normalize:  # in float64 then float32, as VecNormalize hands obs to the policy
+            obs = ((features.double() - self.obs_mean) * self.obs_inv_std)
+            obs = obs.clamp(-self.clip_obs, self.clip_obs).float()
+        if self.is_dqn:
+            return self.policy.q_net(obs)
+        latent = self.policy.mlp_extractor.forward_actor(
+            self.policy.extract_features(obs, self.policy.pi_features_extractor))
+        return self.policy.action_net(latent)
+
+
+class SB3Selector(nn.Module):
+    """Masked greedy / sampled choice over an SB3 model's action dimensions.
+
+    ``dims``: the model's own action dimensions (``nvec`` for MultiDiscrete models,
+    ``(prod(nvec),)`` for Discrete / flattened ones). Sampling uses one uniform per dimension
+    (``noise[:, d]``), the draw :class:`agents.rl_policy.SB3Policy` makes with ``rng.random``.
+    """
+
+    def __init__(self, dims: tuple[int, ...], nvec: tuple[int, int, int], is_dqn: bool,
+                 sample: bool, epsilon: float):
+        super().__init__()
+        self.dims, self.nvec, self.is_dqn = dims, nvec, is_dqn
+        self.sample, self.epsilon = sample, float(epsilon)
+        self.flattened = len(dims) == 1 and len(nvec) > 1
+
+    def forward(self, scores: torch.Tensor, masks: tuple[torch.Tensor, ...],
+                noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.flattened:
+            masks = (joint_mask(*masks),)
+        chosen, propensity = [], None
+        start = 0
+        for d, k in enumerate(self.dims):
+            s, m = scores[:, start:start + k], masks[d]
+            start += k
+            masked = torch.where(m, s, torch.full_like(s, float("-inf")))
+            if self.is_dqn:
+                best = masked.argmax(dim=1)
+                if not self.sample:
+                    chosen.append(best)
+                    continue
+                allowed = m.double()
+                probs = allowed * (self.epsilon / allowed.sum(dim=1, keepdim=True))
+                probs = probs + (1.0 - self.epsilon) * nn.functional.one_hot(best, k).double()
+            else:
+                if not self.sample:
+                    chosen.append(masked.argmax(dim=1))
+                    continue
+                probs = torch.softmax(masked, dim=1).double()
+            a = _cdf_sample(probs, noise[:, d:d + 1])
+            p = _pick(probs / probs.sum(dim=1, keepdim=True), a)
+            propensity = p if propensity is None else propensity * p
+            chosen.append(a)
+        actions = unravel(chosen[0], self.nvec) if self.flattened else torch.stack(chosen, dim=1)
+        if propensity is None:
+            propensity = torch.ones_like(actions[:, 0], dtype=torch.float64)
+        return actions, propensity
+
+
+# --------------------------------------------------------------------------- linear bandits
+
+
+class LinearArmScorer(nn.Module):
+    """A bandit's per-arm ridge model: standardise, score every candidate arm (float64).
+
+    ``mean`` is ``z̃ θ_kᵀ``; with ``with_var`` also ``z̃ᵀ cov_k z̃`` computed as a product of the
+    upper triangle of ``z̃ z̃ᵀ`` with the stacked covariances, which needs (n, d(d+1)/2) memory
+    instead of (n, K, d).
+    """
+
+    def __init__(self, feature_mean: np.ndarray, feature_std: np.ndarray, theta: np.ndarray,
+                 cov: np.ndarray | None):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.as_tensor(np.asarray(feature_mean, np.float64)))
+        self.register_buffer("feature_inv_std",
+                             torch.as_tensor(1.0 / np.asarray(feature_std, np.float64)))
+        self.register_buffer("theta_t", torch.as_tensor(np.ascontiguousarray(theta.T, np.float64)))
+        self.with_var = cov is not None
+        if self.with_var:
+            d1 = theta.shape[1]
+            i, j = np.triu_indices(d1)
+            weight = np.where(i == j, 1.0, 2.0)  # off-diagonal terms appear twice in zᵀCz
+            tri = cov[:, i, j].T * weight[:, None]  # (T, K)
+            self.register_buffer("tri_i", torch.as_tensor(i.astype(np.int64)))
+            self.register_buffer("tri_j", torch.as_tensor(j.astype(np.int64)))
+            self.register_buffer("tri_cov", torch.as_tensor(np.ascontiguousarray(tri, np.float64)))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = (features.double() - self.feature_mean) * self.feature_inv_std
+        z = torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
+        mean = z @ self.theta_t
+        if not self.with_var:
+            return mean, None
+        zz = torch.index_select(z, 1, self.tri_i) * torch.index_select(z, 1, self.tri_j)
+        return mean, (zz @ self.tri_cov).clamp(min=0.0)
+
+
+class LinearArmSelector(nn.Module):
+    """Choice among candidate arms (K, 3) under the per-dimension masks.
+
+    Modes: ``greedy`` (argmax mean; ties to the first arm; propensity 1), ``ucb`` (argmax of
+    mean + ``scale``·sqrt(var); propensity 1), ``epsilon`` (greedy with probability 1-ε, else
+    uniform over allowed arms; ``noise[:, 0]`` picks the uniform arm and ``noise[:, 1] < ε``
+    decides to explore -- the order in which ``agents.bandits.EpsilonRule`` draws them),
+    ``thompson`` (argmax of mean + ``scale``·sqrt(var)·``noise`` with ``noise`` (n, K) standard
+    normal; propensity ``(hits + 1) / (M + 1)`` over the M rows of ``propensity_noise``, as
+    ``agents.bandits.ThompsonRule``). Rows with no allowed candidate get do-nothing, propensity 1.
+    """
+
+    def __init__(self, arms: np.ndarray, mode: str, epsilon: float = 0.0, scale: float = 0.0):
+        super().__init__()
+        self.register_buffer("arm_channel", torch.as_tensor(arms[:, 0].astype(np.int64)))
+        self.register_buffer("arm_offer", torch.as_tensor(arms[:, 1].astype(np.int64)))
+        self.register_buffer("arm_spend", torch.as_tensor(arms[:, 2].astype(np.int64)))
+        self.register_buffer("arms", torch.as_tensor(arms.astype(np.int64)))
+        self.mode, self.epsilon, self.scale = mode, float(epsilon), float(scale)
+
+    def forward(self, mean: torch.Tensor, var: torch.Tensor | None,
+                masks: tuple[torch.Tensor, ...], noise: torch.Tensor | None,
+                propensity_noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        channel, offer, spend = masks
+        allowed = (torch.index_select(channel, 1, self.arm_channel)
+                   & torch.index_select(offer, 1, self.arm_offer)
+                   & torch.index_select(spend, 1, self.arm_spend))
+        neg_inf = torch.full_like(mean, float("-inf"))
+        ones = torch.ones_like(mean[:, 0])
+        if self.mode == "ucb":
+            score = mean + self.scale * torch.sqrt(var)
+        elif self.mode == "thompson":
+            sd = self.scale * torch.sqrt(var)
+            score = mean + sd * noise
+        else:
+            score = mean
+        masked = torch.where(allowed, score, neg_inf)
+        idx = masked.argmax(dim=1)
+        propensity = ones
+        if self.mode == "epsilon":
+            n_allowed = allowed.sum(dim=1, keepdim=True)
+            k = torch.floor(noise[:, 0:1] * n_allowed.double())
+            uniform = (torch.cumsum(allowed.long(), dim=1) <= k).sum(dim=1)
+            uniform = uniform.clamp(max=mean.shape[1] - 1)
+            explore = noise[:, 1] < self.epsilon
+            greedy = idx
+            idx = torch.where(explore, uniform, greedy)
+            propensity = ((1.0 - self.epsilon) * (idx == greedy).double()
+                          + self.epsilon / n_allowed.squeeze(1).clamp(min=1).double())
+        elif self.mode == "thompson" and propensity_noise is not None:
+            draws = mean.unsqueeze(1) + sd.unsqueeze(1) * propensity_noise.unsqueeze(0)
+            draws = torch.where(allowed.unsqueeze(1), draws, torch.full_like(draws, float("-inf")))
+            hits = (draws.argmax(dim=2) == idx.unsqueeze(1)).sum(dim=1).double()
+            propensity = (hits + 1.0) / (propensity_noise.shape[0] + 1.0)
+        actions = torch.index_select(self.arms, 0, idx)
+        none = ~allowed.any(dim=1)
+        actions = torch.where(none.unsqueeze(1), torch.zeros_like(actions), actions)
+        propensity = torch.where(none, ones, propensity)
+        return actions, propensity
+
+
+# --------------------------------------------------------------------------- the whole decision
+
+
+class DecisionModule(nn.Module):
+    """Eligibility + scorer + selector. ``forward(features[, noise[, propensity_noise]])``.
+
+    ``n_noise_inputs`` (0, 1 or 2) says which of the optional inputs the exported graph takes;
+    :func:`exported` wraps the module with exactly that signature.
+    """
+
+    def __init__(self, eligibility: EligibilityLayer, scorer: nn.Module, selector: nn.Module,
+                 kind: str, n_noise_inputs: int):
+        super().__init__()
+        self.eligibility, self.scorer, self.selector = eligibility, scorer, selector
+        self.kind = kind  # "sb3" | "linear"
+        self.n_noise_inputs = n_noise_inputs
+
+    def decide(self, features: torch.Tensor, noise: torch.Tensor | None = None,
+               propensity_noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        masks = self.eligibility(features)
+        if self.kind == "sb3":
+            return self.selector(self.scorer(features), masks, noise)
+        mean, var = self.scorer(features)
+        return self.selector(mean, var, masks, noise, propensity_noise)
+
+
+class _Greedy(nn.Module):
+    def __init__(self, inner: DecisionModule):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.decide(features)
+
+
+class _WithNoise(_Greedy):
+    def forward(self, features: torch.Tensor,  # type: ignore[override]
+                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.decide(features, noise)
+
+
+class _WithPropensityNoise(_Greedy):
+    def forward(self, features: torch.Tensor, noise: torch.Tensor,  # type: ignore[override]
+                propensity_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.decide(features, noise, propensity_noise)
+
+
+def exported(module: DecisionModule) -> nn.Module:
+    """The module with a fixed positional signature for ``torch.export`` / ONNX."""
+    return (_Greedy, _WithNoise, _WithPropensityNoise)[module.n_noise_inputs](module).eval()
