@@ -418,17 +418,20 @@ class LinearBandit:
         et al. 2011, §5) — the policy is refitted only once some arm's observation count has grown
         by a factor ``1 + g`` since the last refit (for d features the Gram determinant then
         grows by about ``(1 + g)^d``); cheaper per decision at a small cost in regret.
-    reward : LTVProxyReward, optional
-        How :meth:`update_from_step` turns a week's profit into the bandit's reward; default
-        this week's profit. (:meth:`update` takes rewards as given.)
+    reward : ``"profit"`` (default, same as None), ``"ltv_proxy"`` or an :class:`LTVProxyReward`
+        How :meth:`update_from_step` turns a week's profit into the bandit's reward.
+        (:meth:`update` takes rewards as given.)
+    ltv_weight : float
+        λ of ``reward="ltv_proxy"``: reward = profit + λ · ΔV (see :class:`LTVProxyReward`).
     """
 
     def __init__(self, schema: DecisionSchema, rule: ExplorationRule, *,
                  arms: np.ndarray | Sequence[Sequence[int]] | None = None, ridge: float = 1.0,
-                 refit_growth: float = 0.0, reward: LTVProxyReward | None = None) -> None:
+                 refit_growth: float = 0.0, reward: RewardSpec = None, ltv_weight: float = 1.0) -> None:
         if refit_growth < 0:
             raise ValueError(f"refit_growth must be >= 0, got {refit_growth}")
-        self.schema, self.rule, self.refit_growth, self.reward = schema, rule, refit_growth, reward
+        self.schema, self.rule, self.refit_growth = schema, rule, refit_growth
+        self.reward = resolve_reward(schema, reward, ltv_weight)
         self.arms = check_arms(all_joint_actions(schema.nvec) if arms is None else arms, schema.nvec)
         self.model = DisjointRidge(schema.n_features, len(self.arms), ridge)
         self._arm_of = np.full(schema.n_joint_actions, -1, np.int64)
@@ -552,18 +555,20 @@ class EpsilonGreedy(LinearBandit):
     """ε-greedy over per-arm ridge regressions (exact propensities)."""
 
     def __init__(self, schema: DecisionSchema, *, epsilon: float = 0.1, arms=None, ridge: float = 1.0,
-                 refit_growth: float = 0.0, reward: LTVProxyReward | None = None) -> None:
+                 refit_growth: float = 0.0, reward: RewardSpec = None,
+                 ltv_weight: float = 1.0) -> None:
         super().__init__(schema, EpsilonRule(epsilon), arms=arms, ridge=ridge, refit_growth=refit_growth,
-                         reward=reward)
+                         reward=reward, ltv_weight=ltv_weight)
 
 
 class LinUCB(LinearBandit):
     """Disjoint LinUCB (Li et al. 2010) with exploration scaled by the estimated noise."""
 
     def __init__(self, schema: DecisionSchema, *, alpha: float = 1.0, scale_by_noise: bool = True,
-                 arms=None, ridge: float = 1.0, refit_growth: float = 0.0, reward: LTVProxyReward | None = None) -> None:
+                 arms=None, ridge: float = 1.0, refit_growth: float = 0.0, reward: RewardSpec = None,
+                 ltv_weight: float = 1.0) -> None:
         super().__init__(schema, UCBRule(alpha, scale_by_noise), arms=arms, ridge=ridge, refit_growth=refit_growth,
-                         reward=reward)
+                         reward=reward, ltv_weight=ltv_weight)
 
 
 class LinearThompson(LinearBandit):
@@ -571,9 +576,10 @@ class LinearThompson(LinearBandit):
 
     def __init__(self, schema: DecisionSchema, *, v: float = 1.0, scale_by_noise: bool = True,
                  propensity_draws: int = 64, arms=None, ridge: float = 1.0, refit_growth: float = 0.0,
-                 reward: LTVProxyReward | None = None) -> None:
+                 reward: RewardSpec = None,
+                 ltv_weight: float = 1.0) -> None:
         super().__init__(schema, ThompsonRule(v, scale_by_noise, propensity_draws), arms=arms, ridge=ridge,
-                         refit_growth=refit_growth, reward=reward)
+                         refit_growth=refit_growth, reward=reward, ltv_weight=ltv_weight)
 
 
 # ----------------------------------------------------------------------------- rewards
@@ -612,3 +618,20 @@ class LTVProxyReward:
         if self.lam == 0.0:
             return profit
         return profit + self.lam * (self.value(next_obs) - self.value(obs))
+
+
+RewardSpec = str | LTVProxyReward | None
+"""How a bandit turns a week's profit into its reward (see :func:`resolve_reward`)."""
+
+
+def resolve_reward(schema: DecisionSchema, reward: str | LTVProxyReward | None,
+                   ltv_weight: float = 1.0) -> LTVProxyReward | None:
+    """``None``/``"profit"`` -> None (reward = this week's profit); ``"ltv_proxy"`` ->
+    ``LTVProxyReward(schema, lam=ltv_weight)``; an :class:`LTVProxyReward` passes through."""
+    if reward is None or reward == "profit":
+        return None
+    if reward == "ltv_proxy":
+        return LTVProxyReward(schema, lam=float(ltv_weight))
+    if isinstance(reward, LTVProxyReward):
+        return reward
+    raise ValueError(f"reward must be 'profit', 'ltv_proxy' or an LTVProxyReward, got {reward!r}")

@@ -40,12 +40,13 @@ from agents.bandits import (
     DisjointRidge,
     GreedyRule,
     LinearFit,
-    LTVProxyReward,
+    RewardSpec,
     ThompsonRule,
     _check_feedback,
     _check_state_schema,
     _choose,
     load_state,
+    resolve_reward,
     rule_from_dict,
     rule_to_dict,
     save_state,
@@ -120,7 +121,8 @@ class NeuralLinearThompson:
     buffer_size : replay buffer capacity (most recent observations).
     seed : network initialisation and minibatch sampling.
     torch_threads : ``torch.set_num_threads`` (process-wide) at construction; None leaves it.
-    reward : reward of :meth:`update_from_step` (default: this week's profit).
+    reward, ltv_weight : reward of :meth:`update_from_step`: ``"profit"`` (default) or
+        ``"ltv_proxy"`` with weight λ (see :func:`agents.bandits.resolve_reward`).
     """
 
     def __init__(self, schema: DecisionSchema, *, hidden: Sequence[int] = (64,), embedding_dim: int = 16,
@@ -128,14 +130,14 @@ class NeuralLinearThompson:
                  arms: np.ndarray | Sequence[Sequence[int]] | None = None, ridge: float = 1.0,
                  retrain_every: int = 2000, train_steps: int = 100, batch_size: int = 256,
                  learning_rate: float = 3e-3, buffer_size: int = 50_000, seed: int = 0,
-                 torch_threads: int | None = 1, reward: LTVProxyReward | None = None) -> None:
+                 torch_threads: int | None = 1, reward: RewardSpec = None, ltv_weight: float = 1.0) -> None:
         for name, value in (("embedding_dim", embedding_dim), ("retrain_every", retrain_every),
                             ("train_steps", train_steps), ("batch_size", batch_size), ("buffer_size", buffer_size)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if torch_threads is not None and torch.get_num_threads() != torch_threads:
             torch.set_num_threads(int(torch_threads))
-        self.schema, self.reward = schema, reward
+        self.schema, self.reward = schema, resolve_reward(schema, reward, ltv_weight)
         self.arms = check_arms(all_joint_actions(schema.nvec) if arms is None else arms, schema.nvec)
         self.rule = ThompsonRule(v, scale_by_noise, propensity_draws)
         self.config = {"hidden": [int(h) for h in hidden], "embedding_dim": int(embedding_dim), "ridge": float(ridge),

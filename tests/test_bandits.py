@@ -287,6 +287,10 @@ def test_ltv_proxy_reward_and_update_from_step():
     agent = LinUCB(schema, reward=ltv)
     agent.update_from_step(obs, np.array([[1, 0, 0], [0, 0, 0]]), profit, nxt)
     np.testing.assert_allclose(agent.model.moments[:, 6, 6].sum(), (reward**2).sum())
+    assert LinUCB(schema, reward="ltv_proxy", ltv_weight=0.5).reward == ltv  # YAML-friendly spelling
+    assert LinUCB(schema, reward="profit").reward is None
+    with pytest.raises(ValueError, match="'profit', 'ltv_proxy'"):
+        EpsilonGreedy(schema, reward="revenue")
 
 
 def test_joint_arm_numbering_matches_protocol():
