@@ -98,8 +98,8 @@ class LinearFit:
         weights[:, :K] = (self.theta[:, :d] * inv_std).T
         weights[:, K:] = (chol_t[:, :, :d] * inv_std).reshape(K * d1, d).T
         bias = np.concatenate([self.theta[:, d], chol_t[:, :, d].reshape(-1)])
-        object.__setattr__(self, "_weights", weights.astype(np.float32))
-        object.__setattr__(self, "_bias", bias.astype(np.float32))
+        # the bias is the last row: scoring multiplies (x - mean, 1) by it, so no separate add
+        object.__setattr__(self, "_weights", np.vstack([weights, bias]).astype(np.float32))
         object.__setattr__(self, "_mean32", self.feature_mean.astype(np.float32))
 
     @property
@@ -119,13 +119,12 @@ class LinearFit:
         """Mean reward (n, K) and squared width ``z̃ᵀ A_k⁻¹ z̃`` (n, K) (None unless ``with_var``)
         for (n, d) raw features, float32."""
         K, d1 = self.theta.shape
-        centred = np.subtract(obs, self._mean32, dtype=np.float32)  # centre first: no cancellation
+        centred = np.empty((obs.shape[0], d1), np.float32)
+        np.subtract(obs, self._mean32, out=centred[:, :-1], dtype=np.float32)  # centre first: no cancellation
+        centred[:, -1] = 1.0
         if not with_var:
-            out = centred @ self._weights[:, :K]
-            out += self._bias[:K]
-            return out, None
+            return centred @ self._weights[:, :K], None
         out = centred @ self._weights
-        out += self._bias
         roots = out[:, K:].reshape(len(obs), K, d1)
         return out[:, :K], np.einsum("nkd,nkd->nk", roots, roots)
 
