@@ -1,0 +1,58 @@
+"""Off-policy evaluation: judge a policy from another policy's logs, and know how much to trust it.
+
+* :mod:`agents.ope.logged` — :class:`LoggedFeedback`, the validated logged-feedback record, Parquet IO.
+* :mod:`agents.ope.policies` — a policy's action distribution on logged contexts;
+  :class:`ExplorationMixture`, a logging wrapper that keeps every action possible.
+* :mod:`agents.ope.estimators` — IPS, SNIPS, DM, DR, SNDR, Switch-DR (batched numpy).
+* :mod:`agents.ope.sequential` / :mod:`agents.ope.fqe` — PDIS, WPDIS, sequential DR, fitted-Q evaluation.
+* :mod:`agents.ope.reward_model` — the cross-fitted ridge reward model behind DM / DR / FQE.
+* :mod:`agents.ope.intervals` — bootstrap intervals, high-confidence lower bounds (Thomas et al. 2015).
+* :mod:`agents.ope.evaluate` — :class:`OffPolicyEvaluator`: everything above for one log, many candidates.
+* :mod:`agents.ope.promotion` — :func:`promotion_decision`, the safe-promotion gate.
+
+Like the rest of ``agents``, nothing here imports the simulator: action sizes and feature names
+come with the log (or a :class:`~agents.protocol.DecisionSchema`).
+"""
+
+from agents.ope.estimators import (
+    BANDIT_ESTIMATORS,
+    BanditData,
+    RatioTerms,
+    bandit_terms,
+    dm,
+    dr,
+    ips,
+    sndr,
+    snips,
+    switch_dr,
+)
+from agents.ope.evaluate import (
+    Estimate,
+    OffPolicyEvaluator,
+    OPESettings,
+    PolicyEvaluation,
+    ValueLowerBound,
+)
+from agents.ope.intervals import Interval, LowerBound, bootstrap_interval, hcope_lower_bound
+from agents.ope.logged import InvalidFeedbackError, LoggedFeedback
+from agents.ope.policies import ExplorationMixture, distribution_on_log, joint_distribution
+from agents.ope.promotion import PromotionDecision, promotion_decision
+from agents.ope.reward_model import ArmRidge, cross_fit
+from agents.ope.sequential import (
+    SEQUENTIAL_ESTIMATORS,
+    SequentialData,
+    Trajectories,
+    fqe,
+    pdis,
+    sequential_dr,
+    wpdis,
+)
+
+__all__ = [
+    "ArmRidge", "BANDIT_ESTIMATORS", "BanditData", "Estimate", "ExplorationMixture", "Interval",
+    "InvalidFeedbackError", "LoggedFeedback", "LowerBound", "OPESettings", "OffPolicyEvaluator",
+    "PolicyEvaluation", "PromotionDecision", "RatioTerms", "SEQUENTIAL_ESTIMATORS", "SequentialData",
+    "Trajectories", "ValueLowerBound", "bandit_terms", "bootstrap_interval", "cross_fit",
+    "distribution_on_log", "dm", "dr", "fqe", "hcope_lower_bound", "ips", "joint_distribution",
+    "pdis", "promotion_decision", "sequential_dr", "sndr", "snips", "switch_dr", "wpdis",
+]
