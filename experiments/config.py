@@ -1,0 +1,297 @@
+"""Typed configuration of Rapport's experiment apps (Hydra structured configs).
+
+YAML under ``conf/`` holds the data; these dataclasses are its schema. They are registered in
+Hydra's ConfigStore (:func:`register_configs`) so that composition rejects unknown keys and
+wrong types with Hydra's message naming the key, and :func:`to_settings` turns a composed
+``DictConfig`` into dataclass objects whose ``__post_init__`` checks ranges and names the key
+that is wrong ("env.customers must be an integer >= 1, got -5"). Both happen before any work.
+
+Layout of a composed run config (``conf/train.yaml``)::
+
+    seed, label, progress
+    env:         EnvConfig          which world, how many customers, how many weeks
+    agent:       AgentConfig        what decides (class/factory + constructor params)
+    constraints: ConstraintsConfig  business rules wrapped around any policy
+    train:       TrainConfig        how learners learn (bandit episodes, RL timesteps)
+    evaluation:  EvaluationConfig   CRN evaluation, baseline and oracle, bootstrap
+    tracking:    TrackingConfig     MLflow (or nothing)
+    sweep:       SweepConfig        Optuna ask/tell sweeps (experiments/sweep.py)
+    policies:    list[str]          model URIs evaluated by rapport-evaluate
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+FAMILIES = ("baseline", "bandit", "rl")
+"""Agent families: ``baseline`` policies act without learning, ``bandit`` learners update online
+each week, ``rl`` learners are Stable-Baselines3 models trained for ``train.timesteps``."""
+
+
+def _positive_int(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where} must be an integer >= 1, got {value!r}")
+
+
+def _nonneg_int(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{where} must be an integer >= 0, got {value!r}")
+
+
+def _fraction(where: str, value: Any, *, open_ends: bool = True) -> None:
+    ok = isinstance(value, int | float) and math.isfinite(value)
+    ok = ok and (0 < value < 1 if open_ends else 0 <= value <= 1)
+    if not ok:
+        raise ValueError(f"{where} must be a number in {'(0, 1)' if open_ends else '[0, 1]'}, got {value!r}")
+
+
+@dataclass
+class EnvConfig:
+    """The simulated customer base (``envs.PopulationEnv``) policies are evaluated on."""
+
+    scenario: str = "retail"
+    """Scenario preset name (``envs.PRESETS``) or path to a scenario JSON file."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Top-level scenario fields replaced on top of the preset (``Scenario.from_dict`` keys,
+    e.g. ``initial_tenure_weeks`` or a whole ``media`` block); unknown keys are errors."""
+    customers: int = 20_000
+    """Customers in each evaluation population (one row each)."""
+    horizon: int = 52
+    """Weeks per episode (evaluation and training)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scenario, str) or not self.scenario:
+            raise ValueError(f"env.scenario must be a preset name or a .json path, got {self.scenario!r}")
+        _positive_int("env.customers", self.customers)
+        _positive_int("env.horizon", self.horizon)
+
+
+@dataclass
+class AgentConfig:
+    """What decides: a policy class or a learner/factory, with its constructor parameters.
+
+    ``schema`` (and, where the constructor takes them, ``horizon`` and the oracle's
+    ``expected_profit_fn``) are injected by :mod:`experiments.builders`; everything else comes
+    from ``params``, checked against the constructor's signature before any work.
+    """
+
+    name: str = MISSING
+    """Short name used in run names, leaderboards and ``agent=<name>`` (the YAML file name)."""
+    family: str = MISSING
+    """``baseline`` | ``bandit`` | ``rl`` (see :data:`FAMILIES`)."""
+    target: str = MISSING
+    """Import path of the class (baselines, bandits) or SB3 factory (``agents.rl.make_ppo``)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Constructor / factory keyword arguments."""
+    eval_mode: str = "greedy"
+    """Learners only: evaluate the ``greedy`` frozen policy or keep exploring (``explore``)."""
+    flatten_actions: bool = False
+    """RL only: offer the joint action as ``Discrete(prod(nvec))`` (needed by DQN)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("agent.name must be a non-empty string")
+        if self.family not in FAMILIES:
+            raise ValueError(f"agent {self.name!r}: agent.family must be one of {FAMILIES}, got {self.family!r}")
+        if not isinstance(self.target, str) or "." not in self.target:
+            raise ValueError(f"agent {self.name!r}: agent.target must be an import path like "
+                             f"'agents.bandits.LinUCB', got {self.target!r}")
+        if self.eval_mode not in ("greedy", "explore"):
+            raise ValueError(f"agent {self.name!r}: agent.eval_mode must be 'greedy' or 'explore', "
+                             f"got {self.eval_mode!r}")
+        if self.flatten_actions and self.family != "rl":
+            raise ValueError(f"agent {self.name!r}: agent.flatten_actions applies to family 'rl' only")
+
+
+@dataclass
+class ConstraintsConfig:
+    """Business rules wrapped around the agent's policy (``agents.constraints``), in training
+    (bandits) and evaluation. All off by default."""
+
+    max_contacts_4w: int | None = None
+    """At most this many contacts per customer over 4 weeks, all channels together."""
+    quiet_weeks: int = 0
+    """No contact unless every channel's last contact is at least this many weeks ago."""
+    weekly_budget_per_customer: float | None = None
+    """Weekly marketing budget, $ per customer in the population (contacts + media spend)."""
+
+    def __post_init__(self) -> None:
+        if self.max_contacts_4w is not None:
+            _nonneg_int("constraints.max_contacts_4w", self.max_contacts_4w)
+        _nonneg_int("constraints.quiet_weeks", self.quiet_weeks)
+        b = self.weekly_budget_per_customer
+        if b is not None and not (isinstance(b, int | float) and math.isfinite(b) and b >= 0):
+            raise ValueError(f"constraints.weekly_budget_per_customer must be a number >= 0, got {b!r}")
+
+    @property
+    def active(self) -> bool:
+        return (self.max_contacts_4w is not None or self.quiet_weeks > 0
+                or self.weekly_budget_per_customer is not None)
+
+
+@dataclass
+class TrainConfig:
+    """How learners learn. Training populations use their own seeds, never the evaluation's."""
+
+    customers: int = 5_000
+    """Customers in the training population (bandits and RL)."""
+    episodes: int = 1
+    """Bandits: episodes of ``env.horizon`` weeks, updating after every week."""
+    timesteps: int = 200_000
+    """RL: customer-weeks of SB3 ``learn``."""
+    rollout_size: int = 32_768
+    """RL (PPO/A2C family): customer-weeks per update; agent YAMLs interpolate it."""
+
+    def __post_init__(self) -> None:
+        _positive_int("train.customers", self.customers)
+        _positive_int("train.episodes", self.episodes)
+        _positive_int("train.timesteps", self.timesteps)
+        _positive_int("train.rollout_size", self.rollout_size)
+
+
+@dataclass
+class EvaluationConfig:
+    """Evaluation on common random numbers: every policy meets the same customers and luck."""
+
+    seeds: int = 3
+    """Independent evaluation populations (each ``env.customers`` customers)."""
+    seed: int | None = None
+    """Master seed of the evaluation populations; ``None``: derived from the run's ``seed``.
+    Runs whose evaluation seeds match can be paired (``rapport-compare``)."""
+    baseline: AgentConfig | None = None
+    """Reference policy for paired differences (a ``baseline``-family agent config, set with
+    ``agent@evaluation.baseline=<name>``); ``null`` for none."""
+    oracle: bool = True
+    """Also evaluate the myopic oracle (latent-truth best action each week) for regret."""
+    bootstrap: int = 1000
+    """Bootstrap resamples for confidence intervals."""
+    confidence: float = 0.95
+    """Confidence level of every interval."""
+    blocks: int = 200
+    """Customers of each population are summed in this many contiguous blocks; blocks are the
+    bootstrap units (resampled within each population) and what runs store for pairing."""
+    annual_discount_rate: float = 0.10
+    """Discount rate for lifetime value: week t is worth (1 + rate)^(-t/52)."""
+    short_term_weeks: int = 1
+    """Weeks counted as "short term" (default: this week's profit)."""
+    use_action_mask: bool = True
+    """Give policies the env's action mask (opted-out channels off)."""
+
+    def __post_init__(self) -> None:
+        _positive_int("evaluation.seeds", self.seeds)
+        if self.seed is not None:
+            _nonneg_int("evaluation.seed", self.seed)
+        _positive_int("evaluation.bootstrap", self.bootstrap)
+        _fraction("evaluation.confidence", self.confidence)
+        _positive_int("evaluation.blocks", self.blocks)
+        r = self.annual_discount_rate
+        if not (isinstance(r, int | float) and math.isfinite(r) and 0 <= r < 10):
+            raise ValueError(f"evaluation.annual_discount_rate must be a number in [0, 10), got {r!r}")
+        _positive_int("evaluation.short_term_weeks", self.short_term_weeks)
+        if self.baseline is not None and self.baseline.family != "baseline":
+            raise ValueError(f"evaluation.baseline must be a non-learning agent (family 'baseline'), "
+                             f"got {self.baseline.name!r} of family {self.baseline.family!r}")
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs are recorded."""
+
+    backend: str = "mlflow"
+    """``mlflow`` or ``none`` (nothing recorded)."""
+    uri: str | None = None
+    """MLflow tracking URI. ``None``: ``$MLFLOW_TRACKING_URI`` if set, else the embedded SQLite
+    store ``sqlite:///<working dir>/mlflow.db``."""
+    experiment: str = "rapport"
+    """MLflow experiment name (a comparison's runs share one; ``rapport-compare`` reads it)."""
+    run_name: str | None = None
+    """MLflow run name; ``None``: ``<label>-seed<seed>``."""
+    log_model: bool = True
+    """Log the trained policy as an MLflow (pyfunc) model."""
+    log_plots: bool = True
+    """Log PNG plots (learning curve, KPI bars with CIs, cumulative profit)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Extra MLflow tags."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("mlflow", "none"):
+            raise ValueError(f"tracking.backend must be 'mlflow' or 'none', got {self.backend!r}")
+        if not self.experiment:
+            raise ValueError("tracking.experiment must be a non-empty name")
+
+
+@dataclass
+class SweepConfig:
+    """Optuna ask/tell sweep over config overrides (``python -m experiments.sweep``)."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    """Override key -> search space in Hydra's sweep syntax: ``interval(0.1, 2)``,
+    ``tag(log, interval(1e-4, 1e-2))``, ``range(1, 9)``, ``choice(email, sms)``."""
+    n_trials: int = 20
+    """Trials in total."""
+    n_jobs: int = 1
+    """Trials run in parallel (joblib processes)."""
+    direction: str = "maximize"
+    """``maximize`` or ``minimize`` the objective."""
+    objective: str = "kpi/lifetime_value_per_customer"
+    """Metric of the agent's evaluation to optimise (a key from the metric glossary)."""
+    sampler: str = "tpe"
+    """``tpe`` | ``random``; seeded with the run's ``seed``."""
+    storage: str | None = None
+    """Optuna storage URL (``sqlite:///optuna.db``) to persist and resume the study."""
+
+    def __post_init__(self) -> None:
+        _positive_int("sweep.n_trials", self.n_trials)
+        _positive_int("sweep.n_jobs", self.n_jobs)
+        if self.direction not in ("maximize", "minimize"):
+            raise ValueError(f"sweep.direction must be 'maximize' or 'minimize', got {self.direction!r}")
+        if self.sampler not in ("tpe", "random"):
+            raise ValueError(f"sweep.sampler must be 'tpe' or 'random', got {self.sampler!r}")
+
+
+@dataclass
+class RunConfig:
+    """Root of every app's config (``conf/train.yaml``, ``conf/evaluate.yaml``)."""
+
+    seed: int = 0
+    """Master seed; env, agent, torch and evaluation seeds are spawned from it and logged."""
+    label: str | None = None
+    """Name of this configuration in leaderboards; ``None``: the agent name plus any
+    non-seed overrides of a multirun job."""
+    progress: bool = True
+    """Progress bars on training and evaluation (always off when ``CI=true``)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig | None = None
+    constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    policies: list[str] = field(default_factory=list)
+    """``rapport-evaluate``: policies to evaluate, as MLflow model URIs (``runs:/<id>/policy``,
+    ``models:/<name>/<version>``, ``models:/<name>@<alias>``) or bare run ids."""
+
+    def __post_init__(self) -> None:
+        _nonneg_int("seed", self.seed)
+
+
+def register_configs() -> None:
+    """Register the schema in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="rapport_schema", node=RunConfig)
+
+
+def to_settings(cfg: DictConfig | RunConfig) -> RunConfig:
+    """Validated dataclass objects from a composed config (raises naming the bad key)."""
+    if isinstance(cfg, RunConfig):
+        return cfg
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    plain.pop("hydra", None)
+    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]

@@ -1,0 +1,458 @@
+"""Paired evaluation of policies on common random numbers, with bootstrap intervals.
+
+Every policy is run on the same evaluation populations (same seed → same customers, same noise
+for the same customer, week and mechanism), so differences between policies are measured
+customer by customer and the noise that both share cancels.
+
+API::
+
+    settings = EvalSettings(scenario, customers=20_000, horizon=52, seeds=(11, 12, 13))
+    ev = evaluate({"mass": mass_factory, "do_nothing": do_nothing_factory, "oracle": oracle_factory},
+                  settings, roles={"do_nothing": "baseline", "oracle": "oracle"})
+    s = summarize(ev, baseline="do_nothing", oracle="oracle", n_boot=1000, confidence=0.95)
+    s.kpis            # policy, role, key, mean, ci_low, ci_high
+    s.diffs           # paired difference policy − baseline, with paired and independent CIs
+    s.regret          # oracle − policy on profit and lifetime value (paired)
+    s.short_vs_long   # pairs whose short-term and long-term verdicts disagree
+    s.metrics("mass") # flat {metric key: value} for a tracker (keys in experiments/GLOSSARY.md)
+
+A policy is given as an object with ``act`` (reused on every population) or as a factory
+``env -> Policy`` (built per population: the oracle reads that env's latent truth).
+
+What is measured, per customer of the starting cohort (one row of the population each), over
+the weeks until the horizon or until the customer has opted out of every channel (their
+episode ends; the row's replacement customer is not counted): see :data:`KPIS`. Customers are
+summed in ``blocks`` contiguous blocks per population; blocks are the bootstrap units,
+resampled within each population (stratified bootstrap of a ratio of sums, which equals the
+per-customer mean). Because every customer is independent, block sums lose nothing for means,
+and they are what a run stores so that runs can be paired later (``rapport-compare``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import envs
+from envs.observation import FEATURE_NAMES, STAGES
+from experiments.progress import bar
+
+ROLES = ("agent", "baseline", "oracle", "policy")
+
+
+def _kpi_table() -> list[tuple[str, str, str]]:
+    rows = [
+        ("profit", "kpi/profit_per_customer", "Profit per customer over the horizon: net revenue − cost of goods − contact, gesture and media costs ($)."),
+        ("revenue", "kpi/revenue_per_customer", "Net revenue (after discounts) per customer over the horizon ($)."),
+        ("orders", "kpi/orders_per_customer", "Orders per customer over the horizon."),
+        ("contact_cost", "kpi/contact_cost_per_customer", "Contact costs per customer, all channels, service gestures included ($)."),
+        ("discount_cost", "kpi/discount_cost_per_customer", "Margin given away in discounts per customer ($)."),
+        ("media_cost", "kpi/media_cost_per_customer", "Per-person paid-media spend per customer ($)."),
+        ("offers", "kpi/offers_per_customer", "Delivered offers (discounts, recommendations, gestures) per customer."),
+        ("opt_outs", "kpi/opt_outs_per_customer", "Channel opt-outs per customer (a customer can opt out of several channels)."),
+    ]
+    for ch in envs.CHANNELS:
+        rows.append((f"contacts_{ch}", f"kpi/contacts_{ch}_per_customer", f"Delivered {ch} contacts per customer."))
+    for ch in envs.CHANNELS:
+        rows.append((f"contact_cost_{ch}", f"kpi/contact_cost_{ch}_per_customer",
+                     f"Cost of {ch} contacts (and gestures they carried) per customer ($)."))
+    for st in STAGES:
+        rows.append((f"profit_from_{st}", f"kpi/profit_from_{st}_per_customer",
+                     f"Profit earned in weeks when the customer was in lifecycle stage '{st}' (at the "
+                     "week's decision), per customer of the population; the stages sum to profit ($)."))
+    rows += [
+        ("short_term_profit", "kpi/short_term_profit_per_customer", "Profit in the first `evaluation.short_term_weeks` weeks (default: this week) per customer ($)."),
+        ("discounted_profit", "kpi/discounted_profit_per_customer", "Profit over the horizon discounted at `evaluation.annual_discount_rate` ($)."),
+        ("residual_clv", "kpi/residual_clv_per_customer", "Customer lifetime value left at the customer's last simulated week (the horizon, or the week they became unreachable): expected discounted future profit from latent truth (alive, purchase rate, drop-out probability, spend) without further marketing, discounted to week 0 ($)."),
+        ("lifetime_value", "kpi/lifetime_value_per_customer", "Long-term value: discounted profit over the horizon + residual CLV at the horizon ($)."),
+        ("churned", "kpi/churned_share", "Share of customers who (latently) dropped out during the horizon."),
+        ("unreachable", "kpi/unreachable_share", "Share of customers who opted out of every channel (their episode ended early)."),
+    ]
+    return rows
+
+
+KPIS: tuple[tuple[str, str, str], ...] = tuple(_kpi_table())
+"""(column, metric key, meaning) of every per-customer quantity an evaluation measures."""
+KPI_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in KPIS)
+KPI_KEY: dict[str, str] = {c: k for c, k, _ in KPIS}
+_COL = {c: i for i, c in enumerate(KPI_COLUMNS)}
+_STAGE_COLS = [FEATURE_NAMES.index(f"stage_{s}") for s in STAGES]
+
+REGRET_COLUMNS = ("profit", "lifetime_value", "short_term_profit")
+"""Quantities on which regret against the oracle is reported."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Which populations every policy meets and how value is counted."""
+
+    scenario: envs.Scenario
+    customers: int
+    horizon: int
+    seeds: tuple[int, ...]
+    blocks: int = 200
+    annual_discount_rate: float = 0.10
+    short_term_weeks: int = 1
+    use_action_mask: bool = True
+    policy_seed: int = 0
+    """Seeds the generators handed to ``policy.act`` (with each population's seed)."""
+
+    def __post_init__(self) -> None:
+        if self.customers < 1 or self.horizon < 1 or not self.seeds:
+            raise ValueError("EvalSettings needs customers >= 1, horizon >= 1 and at least one seed")
+
+    @property
+    def n_blocks(self) -> int:
+        return min(self.blocks, self.customers)
+
+    @property
+    def weekly_discount(self) -> float:
+        return (1.0 + self.annual_discount_rate) ** (-1.0 / 52.0)
+
+    def fingerprint(self) -> str:
+        """Hash of everything except the seeds: runs pair only when this matches."""
+        payload = {"scenario": self.scenario.to_dict(), "customers": self.customers, "horizon": self.horizon,
+                   "blocks": self.n_blocks, "rate": self.annual_discount_rate,
+                   "short": self.short_term_weeks, "mask": self.use_action_mask}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def residual_clv(env: envs.PopulationEnv, rows: np.ndarray, weekly_discount: float) -> np.ndarray:
+    """Expected discounted future profit of ``rows`` from now on, from latent truth, no marketing.
+
+    A live BG/NBD customer buys at rate λ and drops out with probability p after each purchase,
+    so the number of future purchases is geometric and, with continuous discounting δ
+    (``weekly_discount = e^{-δ}``), ``E[Σ_k e^{-δ S_k}] = q / (1 − (1−p) q)`` with
+    ``q = λ / (λ + δ)``. Each order is worth margin × E[order value] = margin × p_GG / ν.
+    """
+    s, sc = env.sim.state, env.scenario.purchase
+    lam = s.rate[rows].astype(np.float64)
+    p_drop = np.clip(s.p_drop[rows].astype(np.float64), 1e-6, 1.0)
+    delta = max(-math.log(weekly_discount), 1e-12)
+    q = lam / (lam + delta)
+    purchases = q / (1.0 - (1.0 - p_drop) * q)
+    order_profit = sc.gross_margin * sc.p / s.spend_rate[rows].astype(np.float64)
+    return np.where(s.alive[rows], purchases * order_profit, 0.0)
+
+
+@dataclass
+class Rollout:
+    """One policy on one population: per-customer quantities and the weekly profit curve."""
+
+    values: np.ndarray
+    """(customers, len(KPI_COLUMNS)) float64, columns :data:`KPI_COLUMNS`."""
+    weekly_profit: np.ndarray
+    """(horizon,) profit per customer of the cohort in each week."""
+
+
+def _as_policy(policy_or_factory: Any, env: envs.PopulationEnv) -> Any:
+    return policy_or_factory if hasattr(policy_or_factory, "act") else policy_or_factory(env)
+
+
+def rollout(policy_or_factory: Any, settings: EvalSettings, seed: int, *,
+            rng: np.random.Generator | None = None, on_week: Callable[[], None] | None = None) -> Rollout:
+    """Run one policy for ``settings.horizon`` weeks on the population of ``seed``."""
+    env = envs.PopulationEnv(num_envs=settings.customers, scenario=settings.scenario,
+                             horizon=settings.horizon, include_latent=True)
+    policy = _as_policy(policy_or_factory, env)
+    rng = rng if rng is not None else np.random.default_rng([settings.policy_seed, seed])
+    n, H = settings.customers, settings.horizon
+    v = np.zeros((len(KPI_COLUMNS), n))
+    weekly = np.zeros(H)
+    active = np.ones(n, bool)
+    discount = settings.weekly_discount
+    ended_at = np.full(n, H, np.int64)
+    obs, info = env.reset(seed=seed)
+    for t in range(H):
+        mask = info["action_mask"] if settings.use_action_mask else None
+        actions, _ = policy.act(obs, rng, action_mask=mask)
+        stage = np.argmax(obs[:, _STAGE_COLS], axis=1)
+        obs, reward, terminated, _, info = env.step(actions)
+        profit = np.where(active, reward.astype(np.float64), 0.0)
+        weekly[t] = profit.sum() / n
+        v[_COL["profit"]] += profit
+        for name in ("revenue", "orders", "contact_cost", "discount_cost", "media_cost"):
+            v[_COL[name]] += np.where(active, info[name], 0.0)
+        channel = info["channel"]
+        v[_COL["offers"]] += active & (info["offer"] > 0) & (channel > 0)
+        v[_COL["opt_outs"]] += np.where(active, info["opted_out"], 0)
+        for j, ch in enumerate(envs.CHANNELS, start=1):
+            on = active & (channel == j)
+            v[_COL[f"contacts_{ch}"]] += on
+            v[_COL[f"contact_cost_{ch}"]] += np.where(on, info["contact_cost"], 0.0)
+        for k, st in enumerate(STAGES):
+            v[_COL[f"profit_from_{st}"]] += np.where(stage == k, profit, 0.0)
+        if t < settings.short_term_weeks:
+            v[_COL["short_term_profit"]] += profit
+        v[_COL["discounted_profit"]] += discount ** (t + 1) * profit
+        v[_COL["churned"]] += active & info["latent"]["dropped_out"]
+        ended = active & terminated
+        if ended.any():
+            rows = np.flatnonzero(ended)
+            v[_COL["residual_clv"], rows] = discount ** (t + 1) * residual_clv(env, rows, discount)
+            v[_COL["unreachable"], rows] = 1.0
+            ended_at[rows] = t + 1
+            active &= ~terminated
+        if on_week is not None:
+            on_week()
+    rows = np.flatnonzero(active)
+    v[_COL["residual_clv"], rows] = discount ** H * residual_clv(env, rows, discount)
+    v[_COL["lifetime_value"]] = v[_COL["discounted_profit"]] + v[_COL["residual_clv"]]
+    return Rollout(v.T.copy(), weekly)
+
+
+def block_sums(values: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums (n_blocks, k) of contiguous customer blocks and their sizes (n_blocks,)."""
+    n = values.shape[0]
+    counts = np.full(n_blocks, n // n_blocks, np.int64)
+    counts[: n % n_blocks] += 1  # sizes as np.array_split: differ by at most one
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.add.reduceat(values, starts, axis=0), counts
+
+
+@dataclass
+class Evaluation:
+    """Block sums and weekly curves of several policies on the same populations."""
+
+    blocks: pd.DataFrame
+    """One row per (policy, seed, block): ``policy, role, seed, block, customers`` + KPI sums."""
+    weekly: pd.DataFrame
+    """One row per (policy, seed, week): ``policy, role, seed, week, profit_per_customer``."""
+    settings: EvalSettings | None = None
+
+
+def evaluate(policies: Mapping[str, Any], settings: EvalSettings, *, roles: Mapping[str, str] | None = None,
+             progress: bool = False) -> Evaluation:
+    """Run every policy on every population of ``settings.seeds`` (common random numbers)."""
+    roles = dict(roles or {})
+    block_rows, weekly_rows = [], []
+    total = len(policies) * len(settings.seeds) * settings.horizon
+    with bar(total, desc="evaluate", unit="week", enabled=progress) as pbar:
+        for name, pol in policies.items():
+            role = roles.get(name, "policy")
+            if role not in ROLES:
+                raise ValueError(f"role of {name!r} must be one of {ROLES}, got {role!r}")
+            for seed in settings.seeds:
+                r = rollout(pol, settings, seed, on_week=lambda: pbar.update(1))
+                sums, counts = block_sums(r.values, settings.n_blocks)
+                df = pd.DataFrame(sums, columns=list(KPI_COLUMNS))
+                df.insert(0, "customers", counts)
+                df.insert(0, "block", np.arange(len(counts)))
+                df.insert(0, "seed", seed)
+                df.insert(0, "role", role)
+                df.insert(0, "policy", name)
+                block_rows.append(df)
+                weekly_rows.append(pd.DataFrame({"policy": name, "role": role, "seed": seed,
+                                                 "week": np.arange(1, settings.horizon + 1),
+                                                 "profit_per_customer": r.weekly_profit}))
+    return Evaluation(pd.concat(block_rows, ignore_index=True), pd.concat(weekly_rows, ignore_index=True),
+                      settings)
+
+
+# ---------------------------------------------------------------------------- bootstrap
+def bootstrap_weights(strata: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, U) resample counts of U units, resampled with replacement within each stratum."""
+    U = len(strata)
+    W = np.zeros((n_boot, U))
+    for s in np.unique(strata):
+        idx = np.flatnonzero(strata == s)
+        m = len(idx)
+        draws = rng.integers(0, m, size=(n_boot, m))
+        counts = np.zeros((n_boot, m))
+        np.add.at(counts, (np.repeat(np.arange(n_boot), m), draws.ravel()), 1.0)
+        W[:, idx] = counts
+    return W
+
+
+def _percentile_ci(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(samples, [alpha / 2, 1 - alpha / 2], axis=0)
+    return lo, hi
+
+
+@dataclass
+class Summary:
+    """Point estimates and intervals of one evaluation (frames described in the module doc)."""
+
+    kpis: pd.DataFrame
+    diffs: pd.DataFrame
+    regret: pd.DataFrame
+    short_vs_long: pd.DataFrame
+    kendall_tau: float
+    baseline: str | None
+    oracle: str | None
+    confidence: float
+    units: int
+    seeds: tuple[int, ...]
+    roles: dict[str, str] = field(default_factory=dict)
+
+    def metrics(self, policy: str) -> dict[str, float]:
+        """Flat metrics of ``policy`` under the glossary's keys."""
+        out: dict[str, float] = {}
+        for r in self.kpis[self.kpis.policy == policy].itertuples():
+            out[r.key] = r.mean
+            out[f"{r.key}/ci_low"] = r.ci_low
+            out[f"{r.key}/ci_high"] = r.ci_high
+        for r in self.diffs[self.diffs.policy == policy].itertuples():
+            k = r.key.replace("kpi/", "baseline_diff/")
+            out[k] = r.diff
+            out[f"{k}/ci_low"], out[f"{k}/ci_high"] = r.ci_low, r.ci_high
+            out[f"{k}/ci_low_independent"] = r.indep_ci_low
+            out[f"{k}/ci_high_independent"] = r.indep_ci_high
+        for r in self.regret[self.regret.policy == policy].itertuples():
+            k = r.key.replace("kpi/", "regret/")
+            out[k] = r.regret
+            out[f"{k}/ci_low"], out[f"{k}/ci_high"] = r.ci_low, r.ci_high
+        if self.baseline is not None and policy != self.baseline and len(self.short_vs_long):
+            row = self.short_vs_long[(self.short_vs_long.policy == policy)
+                                     & (self.short_vs_long.versus == self.baseline)]
+            if len(row):
+                out["short_vs_long/disagrees_with_baseline"] = float(row.disagree.iloc[0])
+        if not math.isnan(self.kendall_tau):
+            out["short_vs_long/kendall_tau"] = self.kendall_tau
+        return out
+
+
+def _pivot(blocks: pd.DataFrame, policies: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Align the units (seed, block) common to every policy; sums per policy, counts, strata."""
+    keyed = {p: blocks[blocks.policy == p].set_index(["seed", "block"]).sort_index() for p in policies}
+    common = None
+    for df in keyed.values():
+        common = df.index if common is None else common.intersection(df.index)
+    if common is None or len(common) == 0:
+        raise ValueError("the policies share no evaluation populations (seed, block): nothing to pair")
+    common = common.sort_values()
+    counts = None
+    sums = {}
+    for p, df in keyed.items():
+        if df.index.duplicated().any():
+            raise ValueError(f"policy {p!r} has duplicate (seed, block) rows")
+        sub = df.loc[common]
+        c = sub["customers"].to_numpy(np.float64)
+        if counts is None:
+            counts = c
+        elif not np.array_equal(counts, c):
+            raise ValueError(f"policy {p!r} was evaluated on differently sized populations: cannot pair")
+        sums[p] = sub[list(KPI_COLUMNS)].to_numpy(np.float64)
+    seeds = np.asarray(common.get_level_values("seed"))
+    return sums, counts, seeds, tuple(int(s) for s in np.unique(seeds))
+
+
+def summarize(ev: Evaluation | pd.DataFrame, *, baseline: str | None = None, oracle: str | None = None,
+              n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+              policies: Sequence[str] | None = None) -> Summary:
+    """Means, bootstrap CIs, paired differences vs ``baseline``, regret vs ``oracle``, and the
+    short- vs long-term comparison of every pair of policies."""
+    blocks = ev.blocks if isinstance(ev, Evaluation) else ev
+    names = list(policies) if policies is not None else list(dict.fromkeys(blocks.policy))
+    for ref, what in ((baseline, "baseline"), (oracle, "oracle")):
+        if ref is not None and ref not in names:
+            raise ValueError(f"{what} {ref!r} is not among the evaluated policies {names}")
+    roles = blocks.drop_duplicates("policy").set_index("policy")["role"].to_dict()
+    sums, counts, strata, seeds = _pivot(blocks, names)
+    rng = np.random.default_rng(seed)
+    W = bootstrap_weights(strata, n_boot, rng)
+    W_indep = bootstrap_weights(strata, n_boot, rng)
+    Wc, Wc_indep = W @ counts, W_indep @ counts
+    total = counts.sum()
+    means = {p: s.sum(axis=0) / total for p, s in sums.items()}
+    boots = {p: (W @ s) / Wc[:, None] for p, s in sums.items()}
+
+    kpi_rows = []
+    for p in names:
+        lo, hi = _percentile_ci(boots[p], confidence)
+        for j, col in enumerate(KPI_COLUMNS):
+            kpi_rows.append((p, roles.get(p, "policy"), KPI_KEY[col], means[p][j], lo[j], hi[j]))
+    kpis = pd.DataFrame(kpi_rows, columns=["policy", "role", "key", "mean", "ci_low", "ci_high"])
+
+    diff_rows = []
+    if baseline is not None:
+        boot_b_indep = (W_indep @ sums[baseline]) / Wc_indep[:, None]
+        for p in names:
+            if p == baseline:
+                continue
+            d = boots[p] - boots[baseline]
+            lo, hi = _percentile_ci(d, confidence)
+            ilo, ihi = _percentile_ci(boots[p] - boot_b_indep, confidence)
+            for j, col in enumerate(KPI_COLUMNS):
+                diff_rows.append((p, baseline, KPI_KEY[col], means[p][j] - means[baseline][j],
+                                  lo[j], hi[j], ilo[j], ihi[j]))
+    diffs = pd.DataFrame(diff_rows, columns=["policy", "baseline", "key", "diff", "ci_low", "ci_high",
+                                             "indep_ci_low", "indep_ci_high"])
+
+    regret_rows = []
+    if oracle is not None:
+        for p in names:
+            for col in REGRET_COLUMNS:
+                j = _COL[col]
+                r = boots[oracle][:, j] - boots[p][:, j]
+                lo, hi = _percentile_ci(r, confidence)
+                regret_rows.append((p, oracle, KPI_KEY[col], means[oracle][j] - means[p][j], lo, hi))
+    regret = pd.DataFrame(regret_rows, columns=["policy", "oracle", "key", "regret", "ci_low", "ci_high"])
+
+    svl, tau = _short_vs_long(names, means, boots, confidence)
+    return Summary(kpis, diffs, regret, svl, tau, baseline, oracle, confidence, len(counts), seeds, roles)
+
+
+def _short_vs_long(names: list[str], means: dict[str, np.ndarray], boots: dict[str, np.ndarray],
+                   confidence: float) -> tuple[pd.DataFrame, float]:
+    """Every ordered pair: paired short-term and long-term differences; ``disagree`` when both
+    intervals exclude zero with opposite signs (one policy wins this week, the other wins
+    lifetime value)."""
+    s, lt = _COL["short_term_profit"], _COL["lifetime_value"]
+    rows = []
+    for a in names:
+        for b in names:
+            if a == b:
+                continue
+            ds = boots[a][:, s] - boots[b][:, s]
+            dl = boots[a][:, lt] - boots[b][:, lt]
+            slo, shi = _percentile_ci(ds, confidence)
+            llo, lhi = _percentile_ci(dl, confidence)
+            disagree = bool((slo > 0 and lhi < 0) or (shi < 0 and llo > 0))
+            rows.append((a, b, means[a][s] - means[b][s], slo, shi, means[a][lt] - means[b][lt], llo, lhi, disagree))
+    df = pd.DataFrame(rows, columns=["policy", "versus", "short_term_diff", "short_ci_low", "short_ci_high",
+                                     "lifetime_value_diff", "long_ci_low", "long_ci_high", "disagree"])
+    tau = kendall_tau([means[p][s] for p in names], [means[p][lt] for p in names])
+    return df, tau
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's τ-a between two rankings (1: same order, −1: reversed); NaN for < 2 items."""
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    conc = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            conc += int(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]))
+    return conc / (n * (n - 1) / 2)
+
+
+def format_table(summary: Summary, keys: Sequence[str] = ("kpi/profit_per_customer", "kpi/lifetime_value_per_customer",
+                                                          "kpi/short_term_profit_per_customer")) -> str:
+    """Plain-text table of KPIs with CIs and paired differences (for the console)."""
+    lines = []
+    head = f"{'policy':<28}" + "".join(f"{k.split('/')[-1]:>44}" for k in keys)
+    lines.append(head)
+    for p in dict.fromkeys(summary.kpis.policy):
+        cells = []
+        for k in keys:
+            r = summary.kpis[(summary.kpis.policy == p) & (summary.kpis.key == k)].iloc[0]
+            cell = f"{r['mean']:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+            d = summary.diffs[(summary.diffs.policy == p) & (summary.diffs.key == k)]
+            if len(d):
+                cell += f" Δ{d['diff'].iloc[0]:+.3f}"
+            cells.append(f"{cell:>44}")
+        lines.append(f"{p[:27]:<28}" + "".join(cells))
+    if summary.baseline:
+        lines.append(f"Δ: paired difference against {summary.baseline!r}; "
+                     f"[{summary.confidence:.0%} bootstrap CI], {len(summary.seeds)} populations")
+    return "\n".join(lines)
