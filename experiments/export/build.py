@@ -38,14 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.bandits import (
-    EpsilonRule,
-    GreedyRule,
-    LinearArmPolicy,
-    LinearBandit,
-    ThompsonRule,
-    UCBRule,
-)
+from agents.bandits import LinearArmPolicy, LinearBandit
 from agents.protocol import DecisionSchema
 from agents.rl_policy import SB3Policy
 from experiments.export.modules import (
@@ -243,49 +236,55 @@ def _build_sb3(policy: SB3Policy, schema: DecisionSchema, mode: str,
 def _build_linear(policy: LinearArmPolicy, schema: DecisionSchema, mode: str,
                   eligibility: EligibilityLayer, common: dict[str, Any]
                   ) -> tuple[DecisionModule, ExportSpec]:
-    fit, arms = policy.fit, np.asarray(policy.arms, np.int64)
+    params = policy.linear_parameters()  # the bandit's documented export layout
+    if tuple(params["feature_names"]) != tuple(schema.feature_names):
+        raise ValueError(f"the bandit was fitted on features {tuple(params['feature_names'])}, "
+                         f"the schema has {schema.feature_names}")
+    arms = np.asarray(params["arms"], np.int64)
     K = len(arms)
-    rule = policy.rule if mode == "explore" else GreedyRule()
+    rule = dict(params["rule"]) if mode == "explore" else {"name": "greedy"}
+    name, noise_std = rule["name"], float(params["noise_std"])
     noise: tuple[NoiseInput, ...] = ()
     cov, epsilon, scale = None, 0.0, 0.0
-    if isinstance(rule, GreedyRule):
-        name, prop = "greedy", "1.0: deterministic argmax of predicted reward (ties: first arm)"
-    elif isinstance(rule, EpsilonRule):
-        name, epsilon = "epsilon", rule.epsilon
-        prop = (f"(1-eps)*[greedy arm] + eps/n_allowed with eps={rule.epsilon}: exact "
+    if name == "greedy":
+        prop = "1.0: deterministic argmax of predicted reward (ties: first arm)"
+    elif name == "epsilon":
+        epsilon = float(rule["epsilon"])
+        prop = (f"(1-eps)*[greedy arm] + eps/n_allowed with eps={epsilon}: exact "
                 "probability of the chosen arm")
         noise = (NoiseInput("noise", ("n", 2), "uniform",
                             "column 0 picks the uniform arm, column 1 < eps decides to explore"),)
-    elif isinstance(rule, UCBRule):
-        name, cov = "ucb", fit.cov
-        scale = rule.alpha * (fit.noise_std if rule.scale_by_noise else 1.0)
+    elif name == "ucb":
+        cov = params["a_inv"]
+        scale = float(rule["alpha"]) * (noise_std if rule.get("scale_by_noise", True) else 1.0)
         prop = "1.0: LinUCB is deterministic (ties: first arm)"
-    elif isinstance(rule, ThompsonRule):
-        name, cov = "thompson", fit.cov
-        scale = rule.v * (fit.noise_std if rule.scale_by_noise else 1.0)
+    elif name == "thompson":
+        cov = params["a_inv"]
+        scale = float(rule["v"]) * (noise_std if rule.get("scale_by_noise", True) else 1.0)
+        draws = int(rule.get("propensity_draws", 0))
         prop = (f"Monte-Carlo estimate (hits+1)/(M+1) of the probability that the chosen arm "
-                f"wins a posterior draw, M={rule.propensity_draws} draws from propensity_noise")
+                f"wins a posterior draw, M={draws} draws from propensity_noise")
         noise = (NoiseInput("noise", ("n", K), "standard_normal",
                             "one posterior draw of every arm's score"),)
-        if rule.propensity_draws > 0:
-            noise += (NoiseInput("propensity_noise", (rule.propensity_draws, K),
-                                 "standard_normal", "draws shared by every row for the "
-                                 "propensity estimate"),)
+        if draws > 0:
+            noise += (NoiseInput("propensity_noise", (draws, K), "standard_normal",
+                                 "draws shared by every row for the propensity estimate"),)
     else:
-        raise TypeError(f"unknown bandit rule {type(rule).__name__}")
-    scorer = LinearArmScorer(fit.feature_mean, fit.feature_std, fit.theta, cov)
+        raise TypeError(f"cannot export bandit rule {name!r}; exportable: greedy, epsilon, ucb, "
+                        "thompson")
+    scorer = LinearArmScorer(params["feature_mean"], params["feature_std"], params["theta"], cov)
     selector = LinearArmSelector(arms, name, epsilon=epsilon, scale=scale)
     module = DecisionModule(eligibility, scorer, selector, "linear", len(noise))
-    # Thompson's propensity holds (rows, M, K) float64: keep a call under ~256 MB
+    # keep one call's intermediate tensors to a few hundred MB: Thompson's propensity holds
+    # (rows, M, K) float64, the variance (rows, (d+1)(d+2)/2)
     max_rows = 1 << 17
-    if name == "thompson" and len(noise) == 2:
-        max_rows = max(256, (1 << 25) // (8 * noise[1].shape[0] * K))
+    if len(noise) == 2:
+        max_rows = max(256, (1 << 25) // (8 * int(noise[1].shape[0]) * K))
     elif cov is not None:
         max_rows = 1 << 15
     spec = ExportSpec(
-        policy_kind=f"bandit:{type(policy.rule).__name__.removesuffix('Rule')}", mode=mode,
-        rule=name,
-        propensity=prop, noise_inputs=noise,
+        policy_kind=f"bandit:{params['rule']['name']}", mode=mode, rule=name, propensity=prop,
+        noise_inputs=noise,
         preprocessing="standardise each feature (x - mean)/std with the bandit's running "
                       "statistics, append a constant 1; per-arm ridge scores in float64",
         max_batch_rows=max_rows, **common)

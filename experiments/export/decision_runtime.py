@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = ["ID_COLUMNS", "DecisionRunner", "InvalidDecisionInput", "validate_features"]
 
-ID_COLUMNS = ("customer_id", "week")
+ID_COLUMNS = ("customer_id", "episode", "week")
 """Optional pass-through columns accepted beside the features."""
 SPEC_KEY = "rapport.spec"
 
@@ -183,7 +183,8 @@ class DecisionRunner:
         """Score a DataFrame of customers (features + optional ``customer_id``/``week``).
 
         Returns a DataFrame with the id columns that were given, then ``channel``, ``offer``,
-        ``spend`` (action indices) and ``propensity``, row for row.
+        ``spend_level`` (action indices, the logged-feedback column names) and ``propensity``,
+        row for row.
         """
         import pandas as pd
 
@@ -191,6 +192,6 @@ class DecisionRunner:
         rng = np.random.default_rng(seed) if self.noise_inputs else None
         actions, propensity = self.decide(features, rng)
         out = {c: frame[c].to_numpy() for c in ID_COLUMNS if c in frame.columns}
-        out.update(channel=actions[:, 0], offer=actions[:, 1], spend=actions[:, 2],
+        out.update(channel=actions[:, 0], offer=actions[:, 1], spend_level=actions[:, 2],
                    propensity=propensity)
         return pd.DataFrame(out, index=frame.index)

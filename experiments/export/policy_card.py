@@ -1,0 +1,207 @@
+"""The policy card: what a production team needs to know about an exported policy.
+
+Written beside every export as ``policy_card.json`` (machine-readable) and ``policy_card.md``
+(for people): where the policy comes from (run, training config, scenario and its version),
+how well it did (evaluation KPIs with confidence intervals, paired differences against the
+baseline), what goes in (feature schema), what comes out (action meanings, propensity
+semantics), which files hold it, and its known limits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from experiments.export.build import ExportSpec
+
+__all__ = ["FEATURE_MEANINGS", "build_card", "card_markdown", "write_card"]
+
+FEATURE_MEANINGS: dict[str, str] = {
+    "recency_weeks": "weeks since the last purchase (T - t_x)",
+    "frequency": "repeat purchases x",
+    "tenure_weeks": "weeks since the first purchase T",
+    "avg_spend": "mean net order value over x + 1 orders, $",
+    "p_alive": "BG/NBD P(alive | x, t_x, T) at the scenario's parameters",
+    "weeks_since_offer": "weeks since the last delivered offer, capped at 52",
+    "offers_8w": "weeks with a delivered offer in the last 8",
+    "redemptions_8w": "weeks with a redeemed discount in the last 8",
+    "horizon_progress": "week / horizon of the training episode",
+}
+_PATTERNS = (
+    (r"optin_(.+)", "1 if the customer can be reached on {0} (consent), else 0"),
+    (r"weeks_since_contact_(.+)", "weeks since the last {0} contact, capped at 52"),
+    (r"contacts_4w_(.+)", "delivered {0} contacts in the last 4 weeks"),
+    (r"stage_(.+)", "1 if the lifecycle stage is {0} (one-hot), else 0"),
+)
+CARD_VERSION = 1
+
+
+def feature_meaning(name: str) -> str:
+    if name in FEATURE_MEANINGS:
+        return FEATURE_MEANINGS[name]
+    for pattern, text in _PATTERNS:
+        m = re.fullmatch(pattern, name)
+        if m:
+            return text.format(*m.groups())
+    return "(no description)"
+
+
+def _kpis(metrics: Mapping[str, float], prefix: str) -> list[dict[str, Any]]:
+    rows = []
+    for key in sorted(metrics):
+        if not key.startswith(prefix) or key.endswith(("/ci_low", "/ci_high")) or \
+                "/ci_" in key:
+            continue
+        rows.append({"key": key, "mean": metrics[key], "ci_low": metrics.get(f"{key}/ci_low"),
+                     "ci_high": metrics.get(f"{key}/ci_high")})
+    return rows
+
+
+def _limits(spec: ExportSpec, constraints: Mapping[str, Any] | None,
+            scenario: Mapping[str, Any]) -> list[str]:
+    limits = [
+        f"Trained and evaluated on simulated customers (scenario {scenario.get('name', '?')!r}, "
+        f"version {scenario.get('version', '?')}); real customers respond differently, so check "
+        "it on real traffic (e.g. off-policy evaluation of logged decisions) before relying on "
+        "the KPIs below.",
+        "Features must be computed exactly as Rapport's observation (same units, caps at 52 "
+        "weeks, one-hot stages, p_alive at the scenario's BG/NBD parameters); the export cannot "
+        "detect a feature computed differently.",
+        "Eligibility comes only from the optin_<channel> features: "
+        + str(spec.eligibility.get("rule", "")) + ". Other business rules are not inside.",
+        "The raw ONNX / .pt2 graphs do not validate input (NaN gives undefined decisions); the "
+        "MLflow model and experiments/export/decision_runtime.py do, and reject bad input with "
+        "the column named.",
+    ]
+    active = {k: v for k, v in (constraints or {}).items() if v not in (None, 0, False)}
+    if active:
+        limits.append("The training run applied business constraints that are NOT in the export "
+                      f"(they depend on contact history and the batch): {json.dumps(active)}; "
+                      "apply them downstream.")
+    if spec.mode == "greedy":
+        limits.append("Greedy mode never explores: propensities are 1.0, so logs of this policy "
+                      "alone cannot evaluate other policies off-policy.")
+    if spec.policy_kind.startswith("bandit:"):
+        limits.append("Bandit scores are computed in float64 in the export; the in-memory policy "
+                      "scores in float32, so arms whose scores differ by less than float32 "
+                      "rounding may be ranked differently (the parity test bounds this).")
+    if spec.rule == "thompson":
+        limits.append("Thompson propensities are Monte-Carlo estimates (standard error <= "
+                      "0.5/sqrt(M+1)), not exact probabilities.")
+    return limits
+
+
+def build_card(spec: ExportSpec, *, run: Mapping[str, Any] | None = None,
+               files: Mapping[str, str] | None = None,
+               constraints: Mapping[str, Any] | None = None,
+               scenario: Mapping[str, Any] | None = None,
+               promotion: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The card as a JSON-friendly dict.
+
+    Parameters
+    ----------
+    run
+        ``run_id``, ``experiment``, ``params`` (flattened training config), ``tags`` and
+        ``metrics`` of the training run (any may be missing).
+    files
+        Format -> file name of each export written beside the card.
+    constraints
+        The run's business constraints (listed as a known limit when active).
+    scenario
+        ``name`` and ``version`` of the scenario the policy was trained on.
+    promotion
+        The promotion gate's decision and numbers, when one was applied.
+    """
+    run = dict(run or {})
+    metrics = dict(run.get("metrics", {}))
+    scenario = dict(scenario or {})
+    n_ch, n_off, n_sp = spec.nvec
+    return {
+        "card_version": CARD_VERSION,
+        "policy": {"kind": spec.policy_kind, "mode": spec.mode, "rule": spec.rule,
+                   "propensity": spec.propensity, "preprocessing": spec.preprocessing},
+        "source": {"run_id": run.get("run_id"), "experiment": run.get("experiment"),
+                   "model_uri": run.get("model_uri"), "agent": run.get("agent")},
+        "scenario": scenario,
+        "training_config": dict(run.get("params", {})),
+        "tags": dict(run.get("tags", {})),
+        "evaluation": {"kpis": _kpis(metrics, "kpi/"),
+                       "paired_vs_baseline": _kpis(metrics, "baseline_diff/"),
+                       "regret": _kpis(metrics, "regret/")},
+        "features": [{"index": i, "name": f, "meaning": feature_meaning(f)}
+                     for i, f in enumerate(spec.feature_names)],
+        "actions": {
+            "channel": ["no contact", *spec.channel_names][:n_ch],
+            "offer": list(spec.offer_names)[:n_off],
+            "spend": [f"${s:g} per person per week" for s in spec.spend_levels][:n_sp],
+            "eligibility": spec.eligibility,
+        },
+        "inputs": [{"name": "features", "shape": ["n", len(spec.feature_names)],
+                    "dtype": "float32"}] + [asdict(n) for n in spec.noise_inputs],
+        "outputs": [{"name": "actions", "shape": ["n", 3], "dtype": "int64",
+                     "meaning": "(channel, offer, spend) indices"},
+                    {"name": "propensity", "shape": ["n"], "dtype": "float64",
+                     "meaning": spec.propensity}],
+        "files": dict(files or {}),
+        "promotion": dict(promotion) if promotion else None,
+        "known_limits": _limits(spec, constraints, scenario),
+    }
+
+
+def _fmt(x: Any) -> str:
+    return "—" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def card_markdown(card: Mapping[str, Any]) -> str:
+    """The card for people."""
+    p, src, sc = card["policy"], card["source"], card["scenario"]
+    lines = [f"# Policy card: {p['kind']} ({p['mode']})", "",
+             f"- Source run: `{src.get('run_id')}` (experiment `{src.get('experiment')}`), "
+             f"logged policy `{src.get('model_uri')}`",
+             f"- Agent: `{json.dumps(src.get('agent'))}`",
+             f"- Scenario: `{sc.get('name', '?')}` version `{sc.get('version', '?')}`",
+             f"- Decision rule: {p['rule']}; preprocessing: {p['preprocessing']}",
+             f"- Propensity: {p['propensity']}", ""]
+    if card.get("promotion"):
+        lines += ["## Promotion gate", "", "```json", json.dumps(card["promotion"], indent=1),
+                  "```", ""]
+    lines += ["## Evaluation", ""]
+    for title, key in (("KPIs", "kpis"), ("Paired difference vs baseline", "paired_vs_baseline"),
+                       ("Regret vs oracle", "regret")):
+        rows = card["evaluation"][key]
+        if not rows:
+            continue
+        lines += [f"**{title}**", "", "| metric | mean | CI low | CI high |", "|---|---|---|---|"]
+        lines += [f"| `{r['key']}` | {_fmt(r['mean'])} | {_fmt(r['ci_low'])} | "
+                  f"{_fmt(r['ci_high'])} |" for r in rows]
+        lines.append("")
+    if not any(card["evaluation"].values()):
+        lines += ["No evaluation metrics were found on the source run.", ""]
+    lines += ["## Inputs", "", "| # | feature | meaning |", "|---|---|---|"]
+    lines += [f"| {f['index']} | `{f['name']}` | {f['meaning']} |" for f in card["features"]]
+    lines += ["", "Exploration inputs: " + (", ".join(
+        f"`{n['name']}` {n['shape']} {n['distribution']} ({n['meaning']})"
+        for n in card["inputs"][1:]) or "none (greedy)"), ""]
+    a = card["actions"]
+    lines += ["## Actions", "", "| dim | index: meaning |", "|---|---|"]
+    for dim in ("channel", "offer", "spend"):
+        lines.append(f"| {dim} | " + "; ".join(f"{i}: {m}" for i, m in enumerate(a[dim])) + " |")
+    lines += ["", f"Eligibility: {a['eligibility'].get('rule', '')}", "", "## Files", ""]
+    lines += [f"- {fmt}: `{name}`" for fmt, name in card["files"].items()]
+    lines += ["", "## Training config", ""]
+    lines += [f"- `{k}` = `{v}`" for k, v in sorted(card["training_config"].items())] or ["—"]
+    lines += ["", "## Known limits", ""] + [f"- {x}" for x in card["known_limits"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(card: Mapping[str, Any], directory: str | Path) -> tuple[Path, Path]:
+    """Write ``policy_card.json`` and ``policy_card.md`` into ``directory``."""
+    directory = Path(directory)
+    js, md = directory / "policy_card.json", directory / "policy_card.md"
+    js.write_text(json.dumps(card, indent=1, default=str))
+    md.write_text(card_markdown(card))
+    return js, md
