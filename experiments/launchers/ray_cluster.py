@@ -1,0 +1,177 @@
+"""Where Rapport's Ray work runs: one typed config and one way to connect.
+
+Both users of Ray — the Hydra launcher (``hydra/launcher=ray``, a sweep's jobs as Ray tasks) and
+sharded evaluation (:mod:`experiments.sharding`, a population's shards as Ray actors) — connect
+through :func:`init_ray`, so ``address``, the temp dir and the loopback rule mean the same thing
+in both.
+
+``address``:
+
+* ``None`` — start a private single-machine Ray inside this process (``num_cpus`` CPUs, temp
+  files under ``tmpdir``), stopped when the work is done.
+* ``"auto"`` — the cluster that ``ray start --head`` left on this machine (its address is read
+  from ``<tmpdir or $RAY_TMPDIR or /tmp>/ray/ray_current_cluster``; ``$RAY_ADDRESS`` wins).
+* ``"host:port"`` — the head node's GCS address of an existing cluster (``ray start --head
+  --port=6379`` → ``"<head ip>:6379"``).
+* ``"ray://host:10001"`` — Ray Client, for a driver outside the cluster's network.
+
+Loopback. On Linux Ray rewrites ``127.0.0.1``/``localhost`` to the machine's interface address
+(it is built for multi-machine clusters), so ``ray start --head --node-ip-address=127.0.0.1``
+still listens on every interface and registers the node as e.g. ``192.0.2.2``. Ray keeps
+loopback only when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is in the environment of ``ray
+start`` *and* of the driver (read when ``ray`` is imported). :func:`init_ray` sets it for a
+private Ray and for a loopback address (``loopback=None`` = decide from the address); a
+single-machine cluster started that way has every server on ``127.0.0.1`` but cannot take
+worker nodes from other machines (Ray refuses ``ray start --address`` in that mode) — use the
+machine's real address for a multi-node cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Set to ``0``, Ray keeps 127.0.0.1 instead of rewriting it to the interface address."""
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class RayConfig:
+    """How to reach Ray (the ``ray`` node of the launcher config, and sharded evaluation)."""
+
+    address: str | None = None
+    """``None`` (private local Ray), ``"auto"``, ``"host:port"`` or ``"ray://host:port"`` (above)."""
+    num_cpus: int | None = None
+    """CPUs of a private local Ray (``address: null``); ignored when connecting to a cluster."""
+    tmpdir: str | None = None
+    """Ray's temp/session directory (``RAY_TMPDIR``): where a private Ray keeps its sockets and
+    logs and where ``address: auto`` looks for the running cluster. Keep it short: Ray's unix
+    sockets live under it and socket paths are limited to ~107 characters."""
+    namespace: str | None = None
+    """Ray namespace of the driver (named actors are per namespace)."""
+    runtime_env: dict[str, Any] = field(default_factory=dict)
+    """Ray runtime environment for the driver's tasks, e.g. ``{"working_dir": "."}`` on a cluster
+    whose nodes do not share this file system (see Ray's "Runtime environments")."""
+    loopback: bool | None = None
+    """Keep every Ray address on 127.0.0.1; ``None``: yes for a private Ray or a loopback
+    ``address``, no otherwise."""
+    log_to_driver: bool = True
+    """Stream workers' stdout/stderr to the driver's console."""
+
+    def __post_init__(self) -> None:
+        if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
+            raise ValueError(f"ray.address must be null, 'auto', 'host:port' or 'ray://host:port', "
+                             f"got {self.address!r}")
+        if self.num_cpus is not None and (isinstance(self.num_cpus, bool) or not isinstance(self.num_cpus, int)
+                                          or self.num_cpus < 1):
+            raise ValueError(f"ray.num_cpus must be null or an integer >= 1, got {self.num_cpus!r}")
+        if self.address is not None and self.address != "auto" and not self.address.startswith("ray://") \
+                and ":" not in self.address:
+            raise ValueError(f"ray.address {self.address!r} has no port: use 'host:port' (the head's "
+                             "GCS port, `ray start --head --port`), 'auto' or 'ray://host:port'")
+
+    @classmethod
+    def from_mapping(cls, node: Any) -> RayConfig:
+        """From a dict / DictConfig / RayConfig; unknown keys are errors that list the valid ones."""
+        if isinstance(node, RayConfig):
+            return node
+        if node is None:
+            return cls()
+        items = dict(node.items())
+        valid = set(cls.__dataclass_fields__)
+        unknown = sorted(set(items) - valid)
+        if unknown:
+            raise ValueError(f"unknown ray option(s) {unknown}; valid: {', '.join(sorted(valid))}")
+        if items.get("runtime_env") is not None:
+            items["runtime_env"] = _plain(items["runtime_env"])
+        else:
+            items.pop("runtime_env", None)
+        return cls(**items)
+
+
+def _plain(node: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(node, DictConfig | ListConfig):
+            return OmegaConf.to_container(node, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra, a dependency
+        pass
+    return dict(node)
+
+
+def temp_root(cfg: RayConfig) -> Path:
+    """Directory under which Ray keeps ``ray/`` (sessions, address file)."""
+    return Path(cfg.tmpdir or os.environ.get("RAY_TMPDIR") or "/tmp")
+
+
+def resolve_address(cfg: RayConfig) -> str | None:
+    """The concrete address :func:`init_ray` connects to (``"auto"`` looked up), or None."""
+    if cfg.address != "auto":
+        return cfg.address
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    address_file = temp_root(cfg) / "ray" / "ray_current_cluster"
+    if not address_file.is_file():
+        raise ConnectionError(
+            f"ray.address=auto: no running cluster found ({address_file} does not exist). Start one "
+            "with `ray start --head` using the same RAY_TMPDIR (ray.tmpdir), or give ray.address "
+            "as 'host:port'.")
+    return address_file.read_text().strip()
+
+
+def is_loopback(address: str | None) -> bool:
+    if address is None:
+        return True
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    return host in LOOPBACK_HOSTS
+
+
+def _prepare_loopback(wanted: bool) -> None:
+    """Make Ray keep 127.0.0.1 (must happen before ``import ray`` in this process)."""
+    if not wanted:
+        return
+    if "ray" in sys.modules:
+        constants = sys.modules.get("ray._private.ray_constants")
+        if getattr(constants, "ENABLE_RAY_CLUSTER", False):
+            raise RuntimeError(
+                f"ray was imported before {LOOPBACK_ENV}=0 was set, so it will rewrite 127.0.0.1 to "
+                f"this machine's interface address; set {LOOPBACK_ENV}=0 in the environment before "
+                "Python starts (or before `import ray`), or pass ray.loopback=false and a "
+                "non-loopback address")
+    os.environ[LOOPBACK_ENV] = "0"
+
+
+def init_ray(cfg: RayConfig | None = None) -> bool:
+    """Connect this process to Ray as ``cfg`` says. Returns True if it started a Ray session
+    (the caller then owns it and calls ``ray.shutdown()``), False if one was already running."""
+    cfg = cfg or RayConfig()
+    address = resolve_address(cfg)
+    loopback = is_loopback(address) if cfg.loopback is None else cfg.loopback
+    _prepare_loopback(loopback)
+    if cfg.tmpdir:
+        os.environ["RAY_TMPDIR"] = str(cfg.tmpdir)
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"log_to_driver": cfg.log_to_driver, "namespace": cfg.namespace}
+    if cfg.runtime_env:
+        kwargs["runtime_env"] = cfg.runtime_env
+    if address is None:
+        kwargs.update(num_cpus=cfg.num_cpus, include_dashboard=False)  # temp dir: $RAY_TMPDIR
+    else:
+        kwargs["address"] = address
+    ray.init(**kwargs)
+    return True
+
+
+def node_addresses() -> list[str]:
+    """Addresses of the alive nodes of the connected cluster (e.g. to check loopback)."""
+    import ray
+
+    return sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
