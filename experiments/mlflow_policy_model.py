@@ -8,8 +8,6 @@ Param ``seed`` (int, default 0) seeds the generator of stochastic policies. Logg
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
@@ -20,12 +18,12 @@ from experiments.policy_store import predict_frame
 class PolicyModel(PythonModel):
     """Loads the policy folder in ``load_context``; ``predict`` decides for every row."""
 
-    def load_context(self, context: Any) -> None:
+    def load_context(self, context):
         from experiments.policy_store import load_policy
 
         self.policy = load_policy(context.artifacts["policy"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return predict_frame(self.policy, model_input, seed=int((params or {}).get("seed", 0)))
 
 

@@ -21,8 +21,11 @@ exports live in ``experiments/export``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,15 +128,33 @@ def log_pyfunc_model(policy_dir: str | Path, *, name: str = "policy", input_exam
     import mlflow
     from mlflow.models import infer_signature
 
+    quiet_mlflow()
     policy = load_policy(policy_dir)
     signature = None
-    if input_example is not None:
-        signature = infer_signature(input_example, predict_frame(policy, input_example, seed=0), params={"seed": 0})
-    info = mlflow.pyfunc.log_model(
-        name=name, python_model=str(MODEL_CODE), artifacts={"policy": str(policy_dir)},
-        signature=signature, input_example=input_example, registered_model_name=registered_model_name,
-        pip_requirements=[f"rapport-rl=={_version()}"])
+    with _model_warnings_filtered():
+        if input_example is not None:
+            signature = infer_signature(input_example, predict_frame(policy, input_example, seed=0),
+                                        params={"seed": 0})
+        info = mlflow.pyfunc.log_model(
+            name=name, python_model=str(MODEL_CODE), artifacts={"policy": str(policy_dir)},
+            signature=signature, input_example=input_example, registered_model_name=registered_model_name,
+            pip_requirements=[f"rapport-rl=={_version()}"])
     return info.model_uri
+
+
+@contextlib.contextmanager
+def _model_warnings_filtered() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # actions are integers by nature; MLflow warns that integer columns cannot hold NaN
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        yield
+
+
+def quiet_mlflow() -> None:
+    """No MLflow download progress bars in logs (our own bars are enough)."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def predict_frame(policy: Any, frame: Any, seed: int = 0) -> Any:
@@ -167,7 +188,9 @@ def load_logged_policy(model_uri: str) -> LoadedPolicy:
     """The policy inside an MLflow pyfunc model logged by :func:`log_pyfunc_model`."""
     import mlflow
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    quiet_mlflow()
+    with _model_warnings_filtered():
+        model = mlflow.pyfunc.load_model(model_uri)
     inner = model.unwrap_python_model()
     policy = getattr(inner, "policy", None)
     if not isinstance(policy, LoadedPolicy):

@@ -1,0 +1,286 @@
+"""``rapport-compare``: a leaderboard of the runs of an experiment, read back from MLflow.
+
+Every ``rapport-train`` run stores the block sums of its evaluation (its agent, and the baseline
+and oracle it was evaluated with) as ``evaluation/blocks.parquet``. Runs whose evaluation
+populations coincide (same scenario, size, horizon and evaluation seeds: common random numbers)
+are paired block by block, so the leaderboard's differences against the baseline are *paired*
+differences, with bootstrap intervals, exactly as within one run.
+
+Usage::
+
+    rapport-compare --experiment demo                 # runs of the latest multirun of "demo"
+    rapport-compare --experiment demo --all-runs      # every finished train run of "demo"
+    rapport-compare --parent <run_id> --out results/  # the children of one multirun
+
+Writes ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.png`` to ``--out`` (default
+``outputs/leaderboard/<experiment>``) and prints the markdown table.
+
+API: :func:`leaderboard` (from a :class:`experiments.evaluation.Summary`),
+:func:`runs_of_experiment`, :func:`collect_blocks`, :func:`leaderboard_from_runs`,
+:func:`to_markdown`, :func:`log_leaderboard_to_run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from experiments.evaluation import KPI_KEY, Summary, summarize
+
+BLOCKS_ARTIFACT = "evaluation/blocks.parquet"
+DEFAULT_METRIC = "kpi/profit_per_customer"
+LONG_METRIC = "kpi/lifetime_value_per_customer"
+SHORT_METRIC = "kpi/short_term_profit_per_customer"
+EXTRA_COLUMNS = ("kpi/contact_cost_per_customer", "kpi/discount_cost_per_customer",
+                 "kpi/opt_outs_per_customer", "kpi/churned_share")
+
+
+def leaderboard(summary: Summary, *, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+    """One row per policy, best ``metric`` first: means with CIs, paired differences against the
+    baseline (with the CI an independent design would give, for contrast), regret against the
+    oracle, and whether short- and long-term verdicts against the baseline disagree."""
+    if metric not in set(KPI_KEY.values()):
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(sorted(KPI_KEY.values()))}")
+    k = summary.kpis.set_index(["policy", "key"])
+    d = summary.diffs.set_index(["policy", "key"]) if len(summary.diffs) else None
+    r = summary.regret.set_index(["policy", "key"]) if len(summary.regret) else None
+    rows = []
+    for p in dict.fromkeys(summary.kpis.policy):
+        row: dict[str, Any] = {"policy": p, "role": summary.roles.get(p, "policy")}
+        for key in dict.fromkeys((metric, LONG_METRIC, SHORT_METRIC, *EXTRA_COLUMNS)):
+            row[key] = k.loc[(p, key), "mean"]
+            row[f"{key} ci_low"], row[f"{key} ci_high"] = k.loc[(p, key), "ci_low"], k.loc[(p, key), "ci_high"]
+        for key in dict.fromkeys((metric, LONG_METRIC)):
+            name = f"diff {key}"
+            if d is not None and (p, key) in d.index:
+                x = d.loc[(p, key)]
+                row[name], row[f"{name} ci_low"], row[f"{name} ci_high"] = x["diff"], x.ci_low, x.ci_high
+                row[f"{name} independent ci_low"] = x.indep_ci_low
+                row[f"{name} independent ci_high"] = x.indep_ci_high
+            else:
+                for suffix in ("", " ci_low", " ci_high", " independent ci_low", " independent ci_high"):
+                    row[name + suffix] = np.nan
+        for key in dict.fromkeys((metric, LONG_METRIC)):
+            name = f"regret {key}"
+            if r is not None and (p, key) in r.index:
+                x = r.loc[(p, key)]
+                row[name], row[f"{name} ci_low"], row[f"{name} ci_high"] = x.regret, x.ci_low, x.ci_high
+            else:
+                row[name] = row[f"{name} ci_low"] = row[f"{name} ci_high"] = np.nan
+        svl = summary.short_vs_long
+        hit = svl[(svl.policy == p) & (svl.versus == summary.baseline)] if summary.baseline else svl.iloc[:0]
+        row["short_vs_long disagrees with baseline"] = bool(hit.disagree.iloc[0]) if len(hit) else False
+        rows.append(row)
+    board = pd.DataFrame(rows).sort_values(metric, ascending=False, kind="stable").reset_index(drop=True)
+    board.insert(0, "rank", np.arange(1, len(board) + 1))
+    board.attrs.update(metric=metric, baseline=summary.baseline, oracle=summary.oracle,
+                       confidence=summary.confidence, seeds=summary.seeds, units=summary.units,
+                       kendall_tau=summary.kendall_tau)
+    return board
+
+
+def _ci(row: pd.Series, key: str, digits: int = 3) -> str:
+    v = row.get(key)
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    return f"{v:.{digits}f} [{row[f'{key} ci_low']:.{digits}f}, {row[f'{key} ci_high']:.{digits}f}]"
+
+
+def to_markdown(board: pd.DataFrame) -> str:
+    """The leaderboard as a markdown table, with a legend."""
+    metric = board.attrs.get("metric", DEFAULT_METRIC)
+    base, oracle = board.attrs.get("baseline"), board.attrs.get("oracle")
+    m, lt = metric.removeprefix("kpi/"), LONG_METRIC.removeprefix("kpi/")
+    head = ["rank", "policy", m, f"Δ {m} vs {base or '—'} (paired)", "independent CI",
+            lt, f"Δ {lt} (paired)", f"regret {m} vs {oracle or '—'}", "short-term profit",
+            "contact $", "opt-outs", "churned", "short≠long"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in board.iterrows():
+        dkey = f"diff {metric}"
+        indep = "—"
+        if not np.isnan(row.get(dkey, np.nan)):
+            indep = f"[{row[f'{dkey} independent ci_low']:.3f}, {row[f'{dkey} independent ci_high']:.3f}]"
+        cells = [str(row["rank"]), f"{row['policy']} ({row['role']})", _ci(row, metric), _ci(row, dkey), indep,
+                 _ci(row, LONG_METRIC), _ci(row, f"diff {LONG_METRIC}"), _ci(row, f"regret {metric}"),
+                 f"{row[SHORT_METRIC]:.3f}", f"{row['kpi/contact_cost_per_customer']:.3f}",
+                 f"{row['kpi/opt_outs_per_customer']:.3f}", f"{row['kpi/churned_share']:.3f}",
+                 "yes" if row["short_vs_long disagrees with baseline"] else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    conf = board.attrs.get("confidence", 0.95)
+    seeds = board.attrs.get("seeds", ())
+    tau = board.attrs.get("kendall_tau", float("nan"))
+    lines.append("")
+    lines.append(f"Per customer; [{conf:.0%} bootstrap CI] over {board.attrs.get('units', '?')} customer blocks "
+                 f"of {len(seeds)} evaluation population(s) shared by every policy (common random numbers). "
+                 "Δ: paired difference against the baseline; 'independent CI': the interval the same "
+                 "difference would have without pairing. Regret: oracle − policy (the oracle is myopic: it "
+                 "maximises this week's expected profit, so its long-term regret can be negative). "
+                 f"short≠long: this week's and lifetime value's verdicts against the baseline disagree "
+                 f"(both CIs exclude 0). Kendall τ between short- and long-term rankings: {tau:.2f}.")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ reading runs
+@dataclass
+class RunBlocks:
+    """Blocks of several runs relabelled for one leaderboard."""
+
+    blocks: pd.DataFrame
+    baseline: str | None
+    oracle: str | None
+    run_ids: list[str]
+    fingerprint: str
+
+
+def runs_of_experiment(tracking_uri: str, experiment: str, *, parent_run_id: str | None = None,
+                       all_runs: bool = False) -> list[Any]:
+    """Finished train runs of ``experiment``: the children of ``parent_run_id``, else of the
+    latest multirun parent, else (or with ``all_runs``) every finished train run. Newest first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; experiments: {names}")
+    base = "tags.`rapport.command` = 'train' and attributes.status = 'FINISHED'"
+    if parent_run_id is None and not all_runs:
+        parents = client.search_runs([exp.experiment_id], "tags.`rapport.role` = 'parent'",
+                                     order_by=["attributes.start_time DESC"], max_results=1)
+        parent_run_id = parents[0].info.run_id if parents else None
+    if parent_run_id is not None and not all_runs:
+        base += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    runs = client.search_runs([exp.experiment_id], base, order_by=["attributes.start_time DESC"], max_results=5000)
+    if not runs:
+        raise ValueError(f"no finished train runs in experiment {experiment!r}"
+                         + (f" under parent run {parent_run_id}" if parent_run_id else ""))
+    return runs
+
+
+def collect_blocks(tracking_uri: str, runs: Sequence[Any]) -> RunBlocks:
+    """Download and relabel the evaluation blocks of ``runs`` (MLflow Run objects, newest first):
+    agent rows take the run's label; baseline and oracle rows keep their names; duplicates of
+    (policy, seed, block) keep the newest run's (by CRN the baseline's are identical anyway)."""
+    from mlflow.artifacts import download_artifacts
+
+    from experiments.policy_store import quiet_mlflow
+
+    quiet_mlflow()
+    frames, fingerprints = [], {}
+    baseline = oracle = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, run in enumerate(runs):
+            path = download_artifacts(run_id=run.info.run_id, artifact_path=BLOCKS_ARTIFACT,
+                                      dst_path=str(Path(tmp) / str(i)), tracking_uri=tracking_uri)
+            df = pd.read_parquet(path)
+            label = run.data.tags.get("rapport.label") or run.data.params.get("agent.name", run.info.run_id)
+            df.loc[df.role == "agent", "policy"] = label
+            df["run_id"] = run.info.run_id
+            frames.append(df)
+            fingerprints.setdefault(run.data.tags.get("rapport.eval_fingerprint", "?"), []).append(run.info.run_id)
+            baseline = baseline or (df.loc[df.role == "baseline", "policy"].iloc[0] if (df.role == "baseline").any() else None)
+            oracle = oracle or (df.loc[df.role == "oracle", "policy"].iloc[0] if (df.role == "oracle").any() else None)
+    if len(fingerprints) > 1:
+        detail = "; ".join(f"{fp}: {len(ids)} run(s)" for fp, ids in fingerprints.items())
+        raise ValueError("runs were evaluated on different worlds (scenario, customers, horizon or "
+                         f"evaluation settings differ), so they cannot be paired: {detail}. "
+                         "Compare one group at a time (--parent) or align the configs.")
+    blocks = pd.concat(frames, ignore_index=True)
+    if oracle is None and "oracle" in set(blocks.policy):
+        oracle = "oracle"
+    if oracle is not None:
+        blocks.loc[blocks.policy == oracle, "role"] = "oracle"
+    blocks = blocks.drop_duplicates(["policy", "seed", "block"], keep="first").reset_index(drop=True)
+    return RunBlocks(blocks, baseline, oracle, [r.info.run_id for r in runs], next(iter(fingerprints)))
+
+
+def leaderboard_from_runs(tracking_uri: str, runs: Sequence[Any], *, metric: str = DEFAULT_METRIC,
+                          baseline: str | None = None, n_boot: int = 1000, confidence: float = 0.95,
+                          seed: int = 0) -> tuple[pd.DataFrame, Summary]:
+    rb = collect_blocks(tracking_uri, runs)
+    base = baseline or rb.baseline
+    if base is not None and base not in set(rb.blocks.policy):
+        raise ValueError(f"baseline {base!r} not among the compared policies {sorted(set(rb.blocks.policy))}")
+    summary = summarize(rb.blocks, baseline=base, oracle=rb.oracle, n_boot=n_boot, confidence=confidence, seed=seed)
+    board = leaderboard(summary, metric=metric)
+    runs_per_label = rb.blocks.groupby("policy")["run_id"].nunique()
+    board.insert(3, "runs", board.policy.map(runs_per_label).fillna(0).astype(int))
+    return board, summary
+
+
+def write_leaderboard(board: pd.DataFrame, out_dir: str | Path, *, title: str = "") -> dict[str, Path]:
+    """leaderboard.md, leaderboard.csv and leaderboard.png in ``out_dir``."""
+    from experiments import plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "png": out / "leaderboard.png"}
+    paths["md"].write_text((f"# {title}\n\n" if title else "") + to_markdown(board) + "\n")
+    board.to_csv(paths["csv"], index=False)
+    metric = board.attrs.get("metric", DEFAULT_METRIC)
+    fig = plots.leaderboard_plot(board, metric, diff_column=f"diff {metric}", title=title)
+    fig.savefig(paths["png"], dpi=110)
+    plots.close(fig)
+    return paths
+
+
+def log_leaderboard_to_run(tracking_uri: str, run_id: str, child_run_ids: Sequence[str], *,
+                           metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+    """Compute the leaderboard of ``child_run_ids`` and log its files to ``run_id``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    runs = sorted((client.get_run(r) for r in child_run_ids), key=lambda r: -r.info.start_time)
+    runs = [r for r in runs if r.data.tags.get("rapport.command") == "train"]
+    if not runs:
+        raise ValueError("no train runs among the children")
+    board, _ = leaderboard_from_runs(tracking_uri, runs, metric=metric)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_leaderboard(board, tmp)
+        for p in paths.values():
+            client.log_artifact(run_id, str(p), "leaderboard")
+    client.set_tag(run_id, "rapport.best_policy", str(board.policy.iloc[0]))
+    return board
+
+
+# ------------------------------------------------------------------------------------ CLI
+def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+    from experiments.tracking import resolve_tracking_uri
+
+    ap = argparse.ArgumentParser(prog="rapport-compare", description=__doc__.split("\n")[0])
+    ap.add_argument("--experiment", default="rapport", help="MLflow experiment name (default: rapport)")
+    ap.add_argument("--tracking-uri", default=None,
+                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)")
+    ap.add_argument("--parent", default=None, help="compare the children of this multirun parent run")
+    ap.add_argument("--all-runs", action="store_true", help="every finished train run of the experiment")
+    ap.add_argument("--metric", default=DEFAULT_METRIC, help=f"rank by this KPI key (default {DEFAULT_METRIC})")
+    ap.add_argument("--baseline", default=None, help="policy to pair against (default: the runs' baseline)")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--confidence", type=float, default=0.95)
+    ap.add_argument("--out", default=None, help="output folder (default outputs/leaderboard/<experiment>)")
+    args = ap.parse_args(argv)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    try:
+        runs = runs_of_experiment(uri, args.experiment, parent_run_id=args.parent, all_runs=args.all_runs)
+        board, _ = leaderboard_from_runs(uri, runs, metric=args.metric, baseline=args.baseline,
+                                         n_boot=args.bootstrap, confidence=args.confidence)
+    except ValueError as err:
+        print(f"rapport-compare: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    out = Path(args.out or Path("outputs") / "leaderboard" / args.experiment)
+    paths = write_leaderboard(board, out, title=f"Leaderboard: {args.experiment}")
+    print(to_markdown(board))
+    print(f"\nwritten: {paths['md']}, {paths['csv']}, {paths['png']}")
+    return board
+
+
+if __name__ == "__main__":
+    main()

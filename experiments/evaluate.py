@@ -1,0 +1,146 @@
+"""``rapport-evaluate``: evaluate policies logged in MLflow on common random numbers.
+
+    rapport-evaluate policies='[runs:/<run_id>/policy, models:/my-policy/1]'
+    rapport-evaluate policies='[<run_id>, <run_id>]' env.customers=50000 evaluation.seeds=5
+    rapport-evaluate policies='[models:/my-policy@champion]' agent@evaluation.baseline=mass
+
+Each entry of ``policies`` is an MLflow model URI (``runs:/…``, ``models:/…``) or a bare run id
+of a ``rapport-train`` run (its logged ``policy`` model). Every policy, the baseline and (unless
+``evaluation.oracle=false``) the myopic oracle meet the same customers; the result is logged as
+an MLflow run (``rapport.command=evaluate``) with per-policy metrics ``<label>/<glossary key>``,
+the leaderboard (markdown, CSV, PNG), the tables and plots, and printed. ``run(cfg)`` returns
+``{label: metrics}``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import builders
+from experiments.config import AgentConfig, RunConfig, register_configs, to_settings
+from experiments.evaluation import evaluate, summarize
+from experiments.progress import progress_enabled
+from experiments.tracking import flatten_params, resolve_tracking_uri, start_run
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _metric_safe(label: str) -> str:
+    """MLflow metric keys allow letters, digits, ``_ - . / : `` and spaces."""
+    return re.sub(r"[^A-Za-z0-9_\-./: ]", "_", label)
+
+
+def resolve_policies(uris: list[str], tracking_uri: str) -> dict[str, tuple[str, Any]]:
+    """``{label: (model_uri, LoadedPolicy)}``; bare run ids become ``runs:/<id>/policy``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from experiments.policy_store import load_logged_policy
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    out: dict[str, tuple[str, Any]] = {}
+    for entry in uris:
+        entry = str(entry).strip()
+        label = entry
+        if _RUN_ID.match(entry):
+            run = client.get_run(entry)
+            label = run.data.tags.get("rapport.label", entry[:8])
+            entry = f"runs:/{entry}/policy"
+        elif entry.startswith("runs:/"):
+            run = client.get_run(entry.split("/")[1])
+            label = run.data.tags.get("rapport.label", label)
+        elif not entry.startswith("models:/"):
+            raise ValueError(f"policies entry {entry!r} is not a run id, runs:/… or models:/… URI")
+        try:
+            policy = load_logged_policy(entry)
+        except Exception as err:
+            raise ValueError(f"cannot load policy {entry!r}: {err}") from err
+        while label in out:
+            label += "'"
+        out[label] = (entry, policy)
+    return out
+
+
+def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
+    """Evaluate ``cfg.policies`` with the baseline and oracle; log and print the leaderboard."""
+    from experiments.compare import leaderboard, to_markdown, write_leaderboard
+    from experiments.train import ORACLE, eval_settings, scenario_tags
+
+    settings = to_settings(cfg)
+    if not settings.policies:
+        raise ValueError("policies is empty: pass policies='[runs:/<run_id>/policy, models:/<name>/<version>]'")
+    scenario = builders.resolve_scenario(settings.env)
+    if settings.evaluation.baseline is not None:
+        builders.check_agent(settings.evaluation.baseline, settings.env)
+    loaded = resolve_policies(list(settings.policies), resolve_tracking_uri(settings.tracking.uri))
+    env = builders.make_env(settings.env, customers=1, scenario=scenario)
+    for label, (uri, policy) in loaded.items():
+        if tuple(policy.schema.feature_names) != tuple(env.feature_names) or \
+                tuple(policy.schema.nvec) != tuple(int(k) for k in env.single_action_space.nvec):
+            raise ValueError(f"policy {label!r} ({uri}) was trained on another observation/action layout "
+                             f"than scenario {scenario.name!r}: features {len(policy.schema.feature_names)} vs "
+                             f"{len(env.feature_names)}, nvec {policy.schema.nvec}")
+    seeds = builders.derive_seeds(settings.seed, settings.evaluation.seeds, settings.evaluation.seed)
+    es = eval_settings(settings, scenario, seeds)
+    policies: dict[str, Any] = {label: policy for label, (_, policy) in loaded.items()}
+    roles = dict.fromkeys(policies, "policy")
+    base = settings.evaluation.baseline
+    if base is not None:
+        policies[base.name] = builders.policy_factory(base, settings.constraints)
+        roles[base.name] = "baseline"
+    if settings.evaluation.oracle:
+        oracle_cfg = AgentConfig(name=ORACLE, family="baseline", target="agents.baselines.Oracle")
+        policies[ORACLE] = builders.policy_factory(oracle_cfg, settings.constraints)
+        roles[ORACLE] = "oracle"
+    params = {**flatten_params(OmegaConf.to_container(OmegaConf.structured(settings))), **seeds.as_params()}
+    tags = {"rapport.command": "evaluate", "rapport.eval_fingerprint": es.fingerprint(), **scenario_tags(scenario),
+            "rapport.policies": " ".join(uri for uri, _ in loaded.values())[:5000]}
+    with start_run(settings.tracking, run_name=settings.tracking.run_name or "evaluate", params=params,
+                   tags=tags) as tracker:
+        ev = evaluate(policies, es, roles=roles, progress=progress_enabled(settings.progress))
+        summary = summarize(ev, baseline=base.name if base else None, oracle=ORACLE if settings.evaluation.oracle else None,
+                            n_boot=settings.evaluation.bootstrap, confidence=settings.evaluation.confidence,
+                            seed=seeds.policy)
+        result = {label: summary.metrics(label) for label in policies}
+        for label, metrics in result.items():
+            tracker.log_metrics({f"{_metric_safe(label)}/{k}": v for k, v in metrics.items()})
+        board = leaderboard(summary)
+        if tracker.run_id is not None:
+            from experiments import plots
+
+            with tempfile.TemporaryDirectory() as tmp:
+                write_leaderboard(board, Path(tmp) / "leaderboard", title="rapport-evaluate")
+                ev.blocks.to_parquet(Path(tmp) / "leaderboard" / "blocks.parquet", index=False)
+                tracker.log_artifact(Path(tmp) / "leaderboard", "leaderboard")
+            for name, fig in {"plots/kpi_bars.png": plots.kpi_bars(summary.kpis),
+                              "plots/cumulative_profit.png": plots.cumulative_profit(ev.weekly)}.items():
+                tracker.log_figure(fig, name)
+                plots.close(fig)
+        print(to_markdown(board))
+        if tracker.run_id:
+            print(f"[rapport] MLflow run {tracker.run_id} (experiment {settings.tracking.experiment!r})")
+    return result
+
+
+def main() -> None:
+    """Console script ``rapport-evaluate`` (Hydra app over ``conf/evaluate.yaml``)."""
+    import hydra
+
+    register_configs()
+    config_path = str(Path(__file__).resolve().parents[1] / "conf")
+
+    @hydra.main(version_base="1.3", config_path=config_path, config_name="evaluate")
+    def _app(cfg: DictConfig) -> None:
+        run(cfg)
+
+    _app()
+
+
+if __name__ == "__main__":
+    main()

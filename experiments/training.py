@@ -1,0 +1,164 @@
+"""Train (or just build) the configured agent on its own training population.
+
+``train_agent(settings, seeds, scenario, tracker)`` returns a :class:`Trained`: a policy
+factory for evaluation, what to save as the run's model, and the per-iteration metrics it sent
+to the tracker (batched by the tracker).
+
+* **baseline**: nothing to learn; the policy is built per population (the oracle reads each
+  population's latent truth, so it is never saved as a model).
+* **bandit**: online on ``train.customers`` customers for ``train.episodes`` × ``env.horizon``
+  weeks: each week the learner (inside the constraints) acts on every customer, the env steps,
+  the learner updates on (observation, executed action, profit, next observation) through its
+  ``update_from_step`` (so its own ``reward``/``ltv_weight`` params decide the reward: profit or
+  profit + λ·Δ lifetime-value proxy), else ``update`` with profit. Rows whose episode ended
+  (opted out of everything) are not learned from on their reset step. Metrics per week:
+  ``train/profit_per_customer``, ``train/contact_share``, ``train/offer_share``,
+  ``train/mean_propensity``, ``train/episode``.
+* **rl**: ``model.learn(train.timesteps)`` on a ``BatchedVecEnv`` over the training population
+  (SAME_STEP autoreset, as SB3 expects); SB3's own logs (``train/…``, ``rollout/…``,
+  ``time/…``) become the per-iteration metrics, stepped by ``time/total_timesteps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.protocol import Policy
+from experiments import builders
+from experiments.builders import PolicyFactory, Seeds
+from experiments.config import RunConfig
+from experiments.progress import bar
+from experiments.tracking import Tracker
+
+
+@dataclass
+class Trained:
+    """The result of :func:`train_agent`."""
+
+    policy_factory: PolicyFactory
+    """``env -> Policy`` used for evaluation (constraints included)."""
+    core_policy: Policy | None = None
+    """Policy to save (no constraints), for baselines and bandits; None when not saveable."""
+    sb3_model: Any = None
+    """Trained SB3 model to save (rl family)."""
+    history: list[dict[str, float]] = field(default_factory=list)
+    """Per-iteration metrics, each with a ``step`` (customer-weeks seen)."""
+    learning_curve_key: str | None = None
+    """The metric to plot as the learning curve."""
+
+
+def _frozen_factory(core: Policy, settings: RunConfig) -> PolicyFactory:
+    def build(env: Any) -> Policy:
+        return builders.wrap_constraints(core, builders.schema_of(env), settings.constraints, env.num_envs)
+    return build
+
+
+def train_agent(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker, *,
+                progress: bool = True) -> Trained:
+    agent = settings.agent
+    if agent is None:
+        raise ValueError("no agent configured: choose one with agent=<name>")
+    if agent.family == "baseline":
+        return _baseline(settings, scenario)
+    if agent.family == "bandit":
+        return _train_bandit(settings, seeds, scenario, tracker, progress)
+    return _train_rl(settings, seeds, scenario, tracker, progress)
+
+
+def _baseline(settings: RunConfig, scenario: Any) -> Trained:
+    factory = builders.policy_factory(settings.agent, settings.constraints)
+    core = None
+    if not builders.needs_latent_truth(settings.agent):
+        core = builders.build_core_policy(settings.agent, builders.make_env(settings.env, customers=1, scenario=scenario))
+    return Trained(factory, core_policy=core)
+
+
+def _train_bandit(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker, progress: bool) -> Trained:
+    env = builders.make_env(settings.env, customers=settings.train.customers, scenario=scenario)
+    schema = builders.schema_of(env)
+    learner = builders.build_bandit(settings.agent, schema, seed=seeds.agent)
+    acting = builders.wrap_constraints(learner, schema, settings.constraints, env.num_envs)
+    # the learner's own reward (profit, or its lifetime-value proxy) when it defines one
+    from_step = getattr(learner, "update_from_step", None)
+    rng = np.random.default_rng(seeds.agent)
+    history: list[dict[str, float]] = []
+    H, n = settings.env.horizon, env.num_envs
+    step = 0
+    with bar(settings.train.episodes * H, desc=f"train {settings.agent.name}", unit="week",
+             enabled=progress) as pbar:
+        for episode in range(settings.train.episodes):
+            obs, info = env.reset(seed=seeds.train_env) if episode == 0 else env.reset()
+            learnable = np.ones(n, bool)
+            for _ in range(H):
+                actions, propensities = acting.act(obs, rng, action_mask=info["action_mask"])
+                next_obs, profit, terminated, truncated, info = env.step(actions)
+                rows = np.flatnonzero(learnable)
+                if rows.size and from_step is not None:
+                    from_step(obs[rows], actions[rows], profit[rows], next_obs[rows])
+                elif rows.size:
+                    learner.update(obs[rows], actions[rows], profit[rows])
+                learnable = ~(terminated | truncated)
+                step += n
+                point = {"train/profit_per_customer": float(np.mean(profit)),
+                         "train/contact_share": float(np.mean(actions[:, 0] > 0)),
+                         "train/offer_share": float(np.mean(actions[:, 1] > 0)),
+                         "train/mean_propensity": float(np.mean(propensities)),
+                         "train/episode": float(episode)}
+                tracker.log_metrics(point, step=step)
+                history.append({"step": float(step), **point})
+                obs = next_obs
+                pbar.update(1)
+    core = learner.policy(explore=settings.agent.eval_mode == "explore") if hasattr(learner, "policy") else learner
+    return Trained(_frozen_factory(core, settings), core_policy=core, history=history,
+                   learning_curve_key="train/profit_per_customer")
+
+
+def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker, progress: bool) -> Trained:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from agents.rl_policy import SB3Policy
+    from agents.sb3_adapter import BatchedVecEnv
+
+    env = builders.make_env(settings.env, customers=settings.train.customers, scenario=scenario,
+                            autoreset_mode="same_step", include_latent=False)
+    venv = BatchedVecEnv(env, flatten_actions=settings.agent.flatten_actions)
+    venv.seed(seeds.train_env)
+    model = builders.build_sb3(settings.agent, venv, seed=seeds.agent)
+    total = settings.train.timesteps
+    history: list[dict[str, float]] = []
+    recorder = getattr(model, "metrics", None)
+
+    class Progress(BaseCallback):
+        """Advances the bar and forwards each new SB3 log dump to the tracker."""
+
+        def __init__(self, update: Callable[[int], Any]) -> None:
+            super().__init__()
+            self.update, self.sent = update, 0
+
+        def _on_step(self) -> bool:
+            self.update(self.training_env.num_envs)
+            self._forward()
+            return True
+
+        def _on_training_end(self) -> None:
+            self._forward()
+
+        def _forward(self) -> None:
+            if recorder is None:
+                return
+            for dump in recorder.history[self.sent:]:
+                step = int(dump.get("time/total_timesteps", self.num_timesteps))
+                tracker.log_metrics(dump, step=step)
+                history.append({"step": float(step), **dump})
+            self.sent = len(recorder.history)
+
+    with bar(total, desc=f"train {settings.agent.name}", unit="cw", enabled=progress) as pbar:
+        model.learn(total_timesteps=total, callback=Progress(pbar.update))
+    nvec = tuple(int(k) for k in env.single_action_space.nvec) if settings.agent.flatten_actions else None
+    core = SB3Policy(model, nvec=nvec, greedy=settings.agent.eval_mode == "greedy")
+    curve = "rollout/ep_rew_mean" if any("rollout/ep_rew_mean" in h for h in history) else None
+    return Trained(_frozen_factory(core, settings), sb3_model=model, history=history, learning_curve_key=curve)
