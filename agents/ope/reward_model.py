@@ -23,11 +23,31 @@ score a customer with a model that saw their outcomes.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional (it comes with scikit-learn): only a speed matter
+        return None
+    return ThreadpoolController()
+
+
+def single_threaded_blas() -> contextlib.AbstractContextManager:
+    """BLAS limited to one thread for the small dense algebra of a fit. With two threads on
+    cores shared with other work, OpenBLAS spin-waits: a 570x570 Cholesky took 25-200 ms
+    instead of 3 ms on the development machine."""
+    controller = _blas_controller()
+    return controller.limit(limits=1, user_api="blas") if controller is not None else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -126,29 +146,54 @@ class ArmRidge:
 
     def fit_moments(self, moments: np.ndarray, standardizer: Standardizer) -> ArmRidgeFit:
         """Solve the ridge problem from per-joint-action moments (K, D+1, D+1) of (z̃, y)."""
-        K, D = self.n_actions, moments.shape[1] - 1
+        with single_threaded_blas():
+            return self._solve(moments, standardizer)
+
+    def _solve(self, moments: np.ndarray, standardizer: Standardizer) -> ArmRidgeFit:
+        D = moments.shape[1] - 1
         M = self.membership
         B = M.shape[1]
-        A = moments[:, :D, :D]                    # Σ z̃ z̃ᵀ per action
-        b = moments[:, :D, D]                     # Σ z̃ y
-        counts = moments[:, D - 1, D - 1]         # z̃'s last entry is 1
+        b = moments[:, :D, D]                     # Σ z̃ y per joint action
+        sz = moments[:, :D, D - 1]                # Σ z̃ (z̃'s last entry is 1)
+        counts = moments[:, D - 1, D - 1]
         y_mean = moments[:, D - 1, D].sum() / max(counts.sum(), 1.0)
-        b = b - y_mean * moments[:, :D, D - 1]    # centre y: Σ z̃ (y − ȳ)
-        sz = moments[:, :D, D - 1]                # Σ z̃
-        pair = (M[:, :, None] * M[:, None, :]).reshape(K, B * B)
-        gx = (pair.T @ A.reshape(K, D * D)).reshape(B, B, D, D).transpose(0, 2, 1, 3).reshape(B * D, B * D)
-        cross = np.einsum("kp,ki->pik", M, sz).reshape(B * D, K)
-        # The joint-action intercepts form a diagonal block: eliminate them (Schur complement)
-        # and solve only for the (B·D) context weights, by Cholesky (positive definite thanks to
-        # the ridge; scipy's generic solve(assume_a="pos") was 20x slower under thread contention).
+        b = b - y_mean * sz                       # centre y: Σ z̃ (y − ȳ)
+        # The joint-action intercepts form a diagonal block of the normal equations: eliminate
+        # them (Schur complement), which turns each action's Σ z̃ z̃ᵀ into A_k below, and solve
+        # for the (B·D) context weights only, by Cholesky (positive definite thanks to the ridge;
+        # scipy's generic solve(assume_a="pos") was 20x slower here under thread contention).
         inv_diag = 1.0 / (counts + self.ridge)
-        gram = gx - (cross * inv_diag) @ cross.T
+        A = moments[:, :D, :D] - np.einsum("k,ki,kj->kij", inv_diag, sz, sz)
+        gram = self._assemble(A)
         gram[np.diag_indices(B * D)] += self.ridge
-        rhs_x, rhs_b = (M.T @ b).ravel(), b[:, D - 1]
-        coef = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, check_finite=False),
-                                      rhs_x - cross @ (rhs_b * inv_diag), check_finite=False)
-        intercepts = (rhs_b - cross.T @ coef) * inv_diag
-        return ArmRidgeFit(standardizer, M @ coef.reshape(B, D), intercepts + y_mean)
+        rhs_b = b[:, D - 1]
+        rhs = (M.T @ (b - sz * (rhs_b * inv_diag)[:, None])).ravel()
+        coef = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, check_finite=False), rhs, check_finite=False)
+        weights = M @ coef.reshape(B, D)          # (K, D): each action's summed blocks
+        intercepts = (rhs_b - np.einsum("kd,kd->k", sz, weights)) * inv_diag
+        return ArmRidgeFit(standardizer, weights, intercepts + y_mean)
+
+    def _assemble(self, A: np.ndarray) -> np.ndarray:
+        """(B·D, B·D) Σ_k φ_k-block products from per-action (K, D, D) matrices, using the block
+        structure: block (p, q) sums A_k over the actions that have both blocks, i.e. a marginal
+        (or a pairwise marginal) of A over the action dimensions. O(K·D²), no (B², K) product."""
+        D, dims = A.shape[-1], len(self.nvec)
+        A = A.reshape(*self.nvec, D, D)
+        B = self.membership.shape[1]
+        G = np.zeros((B, B, D, D))
+        G[0, 0] = A.sum(axis=tuple(range(dims)))
+        if self.interactions:
+            starts = np.cumsum((1, *self.nvec[:-1]))
+            rows = [starts[d] + np.arange(self.nvec[d]) for d in range(dims)]
+            for d in range(dims):
+                marginal = A.sum(axis=tuple(a for a in range(dims) if a != d))       # (n_d, D, D)
+                G[0, rows[d]] = G[rows[d], 0] = marginal
+                G[rows[d], rows[d]] = marginal                                       # one value per action
+                for e in range(d + 1, dims):
+                    joint = A.sum(axis=tuple(a for a in range(dims) if a not in (d, e)))  # (n_d, n_e, D, D)
+                    G[np.ix_(rows[d], rows[e])] = joint
+                    G[np.ix_(rows[e], rows[d])] = joint.transpose(1, 0, 2, 3)        # each A_k is symmetric
+        return G.transpose(0, 2, 1, 3).reshape(B * D, B * D)
 
     def fit(self, x: np.ndarray, joint: np.ndarray, y: np.ndarray,
             standardizer: Standardizer | None = None) -> ArmRidgeFit:
