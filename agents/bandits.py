@@ -54,6 +54,9 @@ from agents.validation import (
 
 # --------------------------------------------------------------------------- linear model
 
+_PREDICT_CHUNK = 1 << 22
+"""float32 elements of the largest intermediate in :meth:`LinearFit.predict` (16 MB)."""
+
 
 @dataclass(frozen=True)
 class LinearFit:
@@ -124,9 +127,15 @@ class LinearFit:
         centred[:, -1] = 1.0
         if not with_var:
             return centred @ self._weights[:, :K], None
-        out = centred @ self._weights
-        roots = out[:, K:].reshape(len(obs), K, d1)
-        return out[:, :K], np.einsum("nkd,nkd->nk", roots, roots)
+        n = len(obs)
+        mean, var = np.empty((n, K), np.float32), np.empty((n, K), np.float32)
+        step = max(1, _PREDICT_CHUNK // (K * (d1 + 1)))  # rows per chunk: bounds the (rows, K·(d+2)) product
+        for s in range(0, n, step):  # one pass for the usual batch sizes
+            out = centred[s:s + step] @ self._weights
+            roots = out[:, K:].reshape(len(out), K, d1)
+            mean[s:s + step] = out[:, :K]
+            np.einsum("nkd,nkd->nk", roots, roots, out=var[s:s + step])
+        return mean, var
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """The public parameters (see the class docstring), as float64 numpy arrays."""
