@@ -37,6 +37,8 @@ What is bit-identical to one process (tested on 10^5 customers in 4 shards):
   single-process :func:`rollout` sums a week's profit over all customers at once; that float
   sum differs from the block-ordered one in the last bits.)
 
+Batch-relative rules (``TargetingOnly``'s "top fraction of the batch") rank within a shard.
+
 Policy randomness: shard ``i`` gives its policy ``default_rng([policy_seed, seed, start_i])``
 (shard 0, and so a one-shard run: ``default_rng([policy_seed, seed])``, as :func:`rollout`), so a
 stochastic policy's sharded draws are valid but not the same draws as in one process. The

@@ -175,3 +175,90 @@ def node_addresses() -> list[str]:
     import ray
 
     return sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
+
+
+class LocalCluster:
+    """A single-machine Ray cluster on 127.0.0.1, started with ``ray start --head`` (for tests and
+    benchmarks; a real cluster is started by its operator).
+
+    It runs in a new process session, so :meth:`stop` can end exactly its processes (the GCS,
+    raylet, agents and workers share the process group ``ray start`` created; ``ray stop`` would
+    end every Ray process on the machine). ``env`` is the environment a driver or a
+    ``rapport-train`` subprocess needs to reach it (``RAY_TMPDIR`` and the loopback switch).
+    """
+
+    def __init__(self, num_cpus: int = 2, tmpdir: str | None = None, ray_bin: str | None = None):
+        import tempfile
+
+        self.num_cpus = num_cpus
+        self.tmpdir = tmpdir or tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short socket paths
+        self.ray_bin = ray_bin or str(Path(sys.executable).parent / "ray")
+        self.address: str | None = None
+        self.pgid: int | None = None
+        self.env = {**os.environ, LOOPBACK_ENV: "0", "RAY_TMPDIR": self.tmpdir}
+        self.start_log = ""
+
+    def start(self) -> LocalCluster:
+        import socket
+        import subprocess
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [self.ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+               f"--num-cpus={self.num_cpus}", "--include-dashboard=false", "--disable-usage-stats"]
+        proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        self.pgid = proc.pid  # session leader: its group holds every daemon it spawns
+        self.start_log, _ = proc.communicate(timeout=180)
+        if proc.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{self.start_log}")
+        self.address = f"127.0.0.1:{port}"
+        return self
+
+    def recorded_address(self) -> str:
+        """What the cluster wrote for ``address=auto`` (127.0.0.1:<port> in loopback mode)."""
+        return (Path(self.tmpdir) / "ray" / "ray_current_cluster").read_text().strip()
+
+    def live_processes(self) -> list[int]:
+        """Processes of the cluster that have not exited (zombies excluded)."""
+        if self.pgid is None:
+            return []
+        members = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.pgid and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+        return members
+
+    def stop(self, grace_s: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s`` (the GCS ignores SIGTERM for ~10 s)."""
+        import shutil
+        import signal
+        import time
+
+        if self.pgid is not None:
+            for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+                if not self.live_processes():
+                    break
+                try:
+                    os.killpg(self.pgid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.time() + wait
+                while self.live_processes() and time.time() < deadline:
+                    time.sleep(0.2)
+            if self.live_processes():
+                raise RuntimeError(f"Ray processes {self.live_processes()} survived SIGKILL")
+            self.pgid = None
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
