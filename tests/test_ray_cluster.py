@@ -172,7 +172,8 @@ def test_rapport_train_multirun_through_the_ray_launcher(ray_cluster, tmp_path):
 
 TINY_APP = textwrap.dedent('''
     import os
-    from dataclasses import dataclass
+    from dataclasses import dataclass, field
+    from typing import Any
 
     import hydra
     from hydra.core.config_store import ConfigStore
@@ -181,6 +182,7 @@ TINY_APP = textwrap.dedent('''
     @dataclass
     class AppConfig:
         mode: str = "ok"
+        ray: Any = field(default_factory=lambda: {"address": None})  # the app's own `ray` node
 
     ConfigStore.instance().store(name="app", node=AppConfig)
 
@@ -201,10 +203,13 @@ TINY_APP = textwrap.dedent('''
 
 
 def test_launcher_reports_each_failure_and_finishes_the_other_jobs(ray_cluster, tmp_path):
+    """A tiny Hydra app whose jobs succeed, raise or kill their worker; the launcher config is
+    conf/hydra/launcher/ray.yaml and the address comes from the app's top-level ``ray`` node."""
     (tmp_path / "app.py").write_text(TINY_APP)
     env = {**ray_cluster["env"], "RAPPORT_TEST_TOKEN": "forwarded"}
-    cmd = [sys.executable, "app.py", "-m", "hydra/launcher=rapport_ray",
-           f"hydra.launcher.ray.address={ray_cluster['address']}", "mode=ok,raise,crash,ok"]
+    conf_dir = Path(__file__).resolve().parents[1] / "conf"  # conf/hydra/launcher/ray.yaml
+    cmd = [sys.executable, "app.py", "-m", f"hydra.searchpath=[file://{conf_dir}]", "hydra/launcher=ray",
+           f"ray.address={ray_cluster['address']}", "mode=ok,raise,crash,ok"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log, _ = proc.communicate(timeout=180)
     assert proc.returncode != 0 and "this job fails on purpose" in log, log
