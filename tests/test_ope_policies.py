@@ -152,3 +152,38 @@ def test_cross_fit_predicts_each_row_with_a_model_that_never_saw_its_customer():
         ArmRidge(nvec, ridge=0.0)
     with pytest.raises(ValueError, match="at least n_folds=5 customers"):
         assign_folds(np.array([1, 1, 2]), 5, rng)
+
+
+class FactoredPolicy:
+    """Per-dimension independent choices, like an SB3 MultiDiscrete policy; certain on half the rows."""
+
+    def __init__(self, nvec):
+        self.nvec = nvec
+
+    def action_probabilities(self, obs, mask=None):
+        probs = []
+        for d, k in enumerate(self.nvec):
+            logits = np.outer(obs[:, d], np.arange(k))
+            p = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            certain = obs[:, -1] > 0.5
+            p[certain] = np.eye(k)[0]
+            probs.append(p)
+        return probs
+
+    def act(self, obs, rng, *, action_mask=None):
+        probs = self.action_probabilities(obs)
+        actions = np.stack([(np.cumsum(p, axis=1) < rng.random((len(obs), 1))).sum(axis=1) for p in probs], axis=1)
+        prop = np.prod([p[np.arange(len(obs)), actions[:, d]] for d, p in enumerate(probs)], axis=0)
+        return actions, prop
+
+
+def test_per_dimension_probabilities_make_the_joint_distribution():
+    nvec = (3, 2, 2)
+    rng = np.random.default_rng(0)
+    obs = rng.random((40, 4))
+    policy = FactoredPolicy(nvec)
+    dist = joint_distribution(policy, obs, nvec, rng).toarray()
+    p = policy.action_probabilities(obs)
+    expected = (p[0][:, :, None, None] * p[1][:, None, :, None] * p[2][:, None, None, :]).reshape(40, -1)
+    np.testing.assert_allclose(dist, expected, atol=1e-12)

@@ -100,10 +100,9 @@ def joint_distribution(policy: Policy, obs: np.ndarray, nvec: tuple[int, ...], r
         return sp.csr_matrix(dense)
     actions, prop = policy.act(obs, rng, action_mask=action_mask)
     joint = np.ravel_multi_index(tuple(np.asarray(actions, np.int64).T), nvec)
-    dist = _one_hot(joint, K).tolil() if np.any(prop < 1.0) else _one_hot(joint, K)
     stochastic = np.flatnonzero(np.asarray(prop) < 1.0)
     if stochastic.size == 0:
-        return dist
+        return _one_hot(joint, K)
     sub_obs = obs[stochastic]
     sub_mask = None if action_mask is None else action_mask[stochastic]
     per_dim = getattr(policy, "action_probabilities", None)
@@ -123,8 +122,14 @@ def joint_distribution(policy: Policy, obs: np.ndarray, nvec: tuple[int, ...], r
             f"{type(policy).__name__} is stochastic (propensity < 1 on {stochastic.size} of {n} rows) and "
             "has neither action_distribution(obs, action_mask=...) nor action_probabilities(obs, mask); "
             "pass mc_draws > 0 to estimate its distribution by Monte Carlo (unbiased, adds variance)")
-    dist[stochastic] = dense
-    return dist.tocsr()
+    certain = np.flatnonzero(np.asarray(prop) >= 1.0)
+    sub_rows, cols = np.nonzero(dense)
+    rows = np.concatenate([certain, stochastic[sub_rows]])
+    cols = np.concatenate([joint[certain], cols])
+    data = np.concatenate([np.ones(certain.size), dense[sub_rows, cols[certain.size:]]])
+    out = sp.csr_matrix((data, (rows, cols)), shape=(n, K))
+    out.sort_indices()
+    return out
 
 
 def distribution_on_log(policy: Policy, context: np.ndarray, week: np.ndarray, nvec: tuple[int, ...],
