@@ -494,6 +494,7 @@ class LinearBandit:
         return {"kind": "linear_bandit", "rule": rule_to_dict(self.rule), "arms": self.arms.copy(),
                 "ridge": self.model.ridge, "refit_growth": self.refit_growth,
                 "moments": self.model.moments.copy(), "stats": dict(self.stats),
+                "reward": reward_to_dict(self.reward),
                 "feature_names": list(self.schema.feature_names), "nvec": list(self.schema.nvec)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -501,6 +502,7 @@ class LinearBandit:
         _check_state_schema(state, self.schema)
         self.rule = rule_from_dict(state["rule"])
         self.refit_growth = float(state["refit_growth"])
+        self.reward = reward_from_dict(self.schema, state.get("reward"))
         fresh = LinearBandit(self.schema, self.rule, arms=state["arms"], ridge=float(state["ridge"]))
         moments = np.asarray(state["moments"], np.float64)
         if moments.shape != fresh.model.moments.shape:
@@ -643,3 +645,15 @@ def resolve_reward(schema: DecisionSchema, reward: str | LTVProxyReward | None,
     if isinstance(reward, LTVProxyReward):
         return reward
     raise ValueError(f"reward must be 'profit', 'ltv_proxy' or an LTVProxyReward, got {reward!r}")
+
+
+def reward_to_dict(reward: LTVProxyReward | None) -> dict[str, float] | None:
+    """JSON-friendly form of a resolved reward (None = this week's profit)."""
+    if reward is None:
+        return None
+    return {"lam": reward.lam, "horizon_weeks": reward.horizon_weeks, "r": reward.r, "alpha": reward.alpha}
+
+
+def reward_from_dict(schema: DecisionSchema, spec: dict[str, float] | None) -> LTVProxyReward | None:
+    """Inverse of :func:`reward_to_dict`."""
+    return None if spec is None else LTVProxyReward(schema, **{k: float(v) for k, v in spec.items()})

@@ -47,6 +47,8 @@ from agents.bandits import (
     _choose,
     load_state,
     resolve_reward,
+    reward_from_dict,
+    reward_to_dict,
     rule_from_dict,
     rule_to_dict,
     save_state,
@@ -245,7 +247,7 @@ class NeuralLinearThompson:
         state: dict[str, Any] = {
             "kind": "neural_linear_thompson", "config": dict(self.config), "rule": rule_to_dict(self.rule),
             "arms": self.arms.copy(), "feature_names": list(self.schema.feature_names),
-            "nvec": list(self.schema.nvec), "stats": dict(self.stats),
+            "nvec": list(self.schema.nvec), "stats": dict(self.stats), "reward": reward_to_dict(self.reward),
             "counters": {"size": self._size, "next": self._next, "since_retrain": self._since_retrain,
                          "n_retrains": self.n_retrains},
             "input_mean": self._features.mean.copy(), "input_std": self._features.std.copy(),
@@ -267,6 +269,7 @@ class NeuralLinearThompson:
         if not np.array_equal(np.asarray(state["arms"]), self.arms):
             raise ValueError("saved candidate arms differ from this learner's")
         self.rule = rule_from_dict(state["rule"])
+        self.reward = reward_from_dict(self.schema, state.get("reward"))
         for prefix, module in (("net.body.", self._body), ("net.head.", self._head)):
             module.load_state_dict({k[len(prefix):]: torch.from_numpy(np.asarray(v)) for k, v in state.items()
                                     if k.startswith(prefix)})

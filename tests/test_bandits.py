@@ -244,7 +244,7 @@ def test_linear_save_load_round_trip(tmp_path, make):
     path = agent.save(tmp_path / "bandit")
     assert path.suffix == ".npz"
     loaded = LinearBandit.load(path, schema)
-    assert loaded.rule == agent.rule and loaded.stats == agent.stats
+    assert loaded.rule == agent.rule and loaded.stats == agent.stats and loaded.reward == agent.reward
     obs, mu = draw(500)
     np.testing.assert_array_equal(loaded.act(obs, np.random.default_rng(4))[0], agent.act(obs, np.random.default_rng(4))[0])
     # both keep learning identically
@@ -271,7 +271,7 @@ def test_neural_save_load_round_trip(tmp_path):
     np.testing.assert_allclose(agent.policy().expected_rewards(obs), loaded.policy().expected_rewards(obs), rtol=1e-5)
 
 
-def test_ltv_proxy_reward_and_update_from_step():
+def test_ltv_proxy_reward_and_update_from_step(tmp_path):
     names = ("recency_weeks", "frequency", "tenure_weeks", "avg_spend", "p_alive")
     schema = DecisionSchema(feature_names=names, nvec=(2, 1, 1), channel_names=("email",), offer_names=("none",),
                             spend_levels=(0.0,))
@@ -288,6 +288,8 @@ def test_ltv_proxy_reward_and_update_from_step():
     agent.update_from_step(obs, np.array([[1, 0, 0], [0, 0, 0]]), profit, nxt)
     np.testing.assert_allclose(agent.model.moments[:, 6, 6].sum(), (reward**2).sum())
     assert LinUCB(schema, reward="ltv_proxy", ltv_weight=0.5).reward == ltv  # YAML-friendly spelling
+    agent.save(tmp_path / "ltv")
+    assert LinearBandit.load(tmp_path / "ltv.npz", schema).reward == ltv  # the reward is persisted
     assert LinUCB(schema, reward="profit").reward is None
     with pytest.raises(ValueError, match="'profit', 'ltv_proxy'"):
         EpsilonGreedy(schema, reward="revenue")
