@@ -1,5 +1,7 @@
 """Rapport on a real local Ray cluster: sharded evaluation and Hydra multiruns through Ray.
 
+The default tier runs the sharded evaluation and the launcher on a tiny Hydra app (jobs that
+succeed, raise, kill their worker); ``-m slow`` adds a ``rapport-train`` multirun with MLflow.
 The module starts one cluster with ``ray start --head`` on 127.0.0.1 (2 CPUs, no dashboard, its
 own RAY_TMPDIR; ``experiments.launchers.ray_cluster.LocalCluster``) and stops it at the end, also
 when a test fails, by ending the process group that ``ray start`` created (``ray stop`` would end
@@ -137,6 +139,7 @@ def _mlflow_runs(uri: str, experiment: str):
     return client.search_runs([exp.experiment_id], max_results=100)
 
 
+@pytest.mark.slow  # ~20 s alone, ~45 s on a contended machine: every worker imports the whole stack
 def test_rapport_train_multirun_through_the_ray_launcher(ray_cluster, tmp_path):
     from mlflow.tracking import MlflowClient
 
