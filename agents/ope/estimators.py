@@ -38,6 +38,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def _as_vector(name: str, values: np.ndarray, n: int) -> np.ndarray:
+    arr = np.asarray(values, np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) like reward, got {arr.shape}")
+    return arr
+
+
 def _check_vector(name: str, values: np.ndarray | None, n: int | None, *, optional: bool = False) -> np.ndarray | None:
     if values is None:
         if optional:
@@ -75,16 +82,18 @@ class BanditData:
         if n == 0:
             raise ValueError("no logged rounds (reward is empty)")
         put(self, "reward", r)
-        p = _check_vector("behaviour_propensity", self.behaviour_propensity, n)
-        if (p <= 0).any() or (p > 1).any():
-            i = int(np.flatnonzero((p <= 0) | (p > 1))[0])
-            raise ValueError(f"behaviour_propensity must be in (0, 1], got {p[i]!r} at row {i}")
+        # one pass per range check, NaN included (every comparison with NaN is False)
+        p = _as_vector("behaviour_propensity", self.behaviour_propensity, n)
+        if not ((p > 0) & (p <= 1)).all():
+            i = int(np.flatnonzero(~((p > 0) & (p <= 1)))[0])
+            raise ValueError(f"behaviour_propensity must be in (0, 1], got {float(p[i])} at row {i}")
         put(self, "behaviour_propensity", p)
-        pi = _check_vector("target_propensity", self.target_propensity, n)
-        if (pi < 0).any() or (pi > 1 + 1e-12).any():
-            i = int(np.flatnonzero((pi < 0) | (pi > 1 + 1e-12))[0])
-            raise ValueError(f"target_propensity must be in [0, 1], got {pi[i]!r} at row {i}")
+        pi = _as_vector("target_propensity", self.target_propensity, n)
+        if not ((pi >= 0) & (pi <= 1 + 1e-12)).all():
+            i = int(np.flatnonzero(~((pi >= 0) & (pi <= 1 + 1e-12)))[0])
+            raise ValueError(f"target_propensity must be in [0, 1], got {float(pi[i])} at row {i}")
         put(self, "target_propensity", pi)
+        put(self, "_weight_cache", {})
         put(self, "q_logged", _check_vector("q_logged", self.q_logged, n, optional=True))
         put(self, "q_target", _check_vector("q_target", self.q_target, n, optional=True))
         if self.groups is not None:
@@ -98,13 +107,22 @@ class BanditData:
         return int(self.reward.shape[0])
 
     def weights(self, clip: float | None = None) -> np.ndarray:
-        """(n,) importance weights π_i / p_i, capped at ``clip`` when given."""
-        w = self.target_propensity / self.behaviour_propensity
-        if clip is not None:
-            if clip <= 0:
-                raise ValueError(f"clip must be > 0, got {clip}")
-            np.minimum(w, clip, out=w)
-        return w
+        """(n,) importance weights π_i / p_i, capped at ``clip`` when given (computed once per
+        clip value and shared by the estimators: treat as read-only)."""
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip must be > 0, got {clip}")
+        cache = self._weight_cache  # type: ignore[attr-defined]
+        if clip not in cache:
+            w = self.target_propensity / self.behaviour_propensity
+            if clip is not None:
+                np.minimum(w, clip, out=w)
+            w.flags.writeable = False
+            cache[clip] = (w, weight_diagnostics(w))
+        return cache[clip][0]
+
+    def weight_diagnostics(self, clip: float | None = None) -> dict[str, float]:
+        self.weights(clip)
+        return dict(self._weight_cache[clip][1])  # type: ignore[attr-defined]
 
     def require_model(self, estimator: str) -> tuple[np.ndarray, np.ndarray]:
         if self.q_logged is None or self.q_target is None:
@@ -129,14 +147,14 @@ class BanditData:
         if n and (actions.min() < 0 or actions.max() >= K):
             i = int(np.flatnonzero((actions < 0) | (actions >= K))[0])
             raise ValueError(f"action {actions[i]} at row {i} is outside 0..{K - 1}")
-        rows = np.arange(n)
-        pi = target_dist[rows, actions]
+        flat = np.arange(n, dtype=np.int64) * K + actions  # one index for both gathers
+        pi = np.take(target_dist.reshape(-1), flat)
         q_logged = q_target = None
         if q_hat is not None:
             q_hat = np.asarray(q_hat, np.float64)
             if q_hat.shape != target_dist.shape:
                 raise ValueError(f"q_hat must have the shape of target_dist {target_dist.shape}, got {q_hat.shape}")
-            q_logged = q_hat[rows, actions]
+            q_logged = np.take(q_hat.reshape(-1), flat)
             q_target = np.einsum("nk,nk->n", target_dist, q_hat)
         return cls(reward, behaviour_propensity, pi, q_logged, q_target, groups)
 
@@ -172,7 +190,7 @@ def weight_diagnostics(w: np.ndarray) -> dict[str, float]:
     s1, s2 = float(w.sum()), float(np.dot(w, w))
     ess = s1 * s1 / s2 if s2 > 0 else 0.0
     return {"ess": ess, "ess_share": ess / len(w), "max_weight": float(w.max()),
-            "mean_weight": s1 / len(w), "zero_weight_share": float(np.mean(w == 0))}
+            "mean_weight": s1 / len(w), "zero_weight_share": 1.0 - np.count_nonzero(w) / len(w)}
 
 
 def _col(x: np.ndarray) -> np.ndarray:
@@ -181,12 +199,12 @@ def _col(x: np.ndarray) -> np.ndarray:
 
 def ips(data: BanditData, *, clip: float | None = None) -> RatioTerms:
     w = data.weights(clip)
-    return RatioTerms(_col(w * data.reward), diagnostics=weight_diagnostics(w))
+    return RatioTerms(_col(w * data.reward), diagnostics=data.weight_diagnostics(clip))
 
 
 def snips(data: BanditData, *, clip: float | None = None) -> RatioTerms:
     w = data.weights(clip)
-    return RatioTerms(_col(w * data.reward), _col(w), diagnostics=weight_diagnostics(w))
+    return RatioTerms(_col(w * data.reward), _col(w), diagnostics=data.weight_diagnostics(clip))
 
 
 def dm(data: BanditData) -> RatioTerms:
@@ -197,7 +215,7 @@ def dm(data: BanditData) -> RatioTerms:
 def dr(data: BanditData, *, clip: float | None = None) -> RatioTerms:
     q_logged, q_target = data.require_model("DR")
     w = data.weights(clip)
-    return RatioTerms(_col(q_target + w * (data.reward - q_logged)), diagnostics=weight_diagnostics(w))
+    return RatioTerms(_col(q_target + w * (data.reward - q_logged)), diagnostics=data.weight_diagnostics(clip))
 
 
 def sndr(data: BanditData, *, clip: float | None = None) -> RatioTerms:
@@ -205,7 +223,7 @@ def sndr(data: BanditData, *, clip: float | None = None) -> RatioTerms:
     w = data.weights(clip)
     num = np.stack([q_target, w * (data.reward - q_logged)], axis=1)
     den = np.stack([np.ones(data.n), w], axis=1)
-    return RatioTerms(num, den, diagnostics=weight_diagnostics(w))
+    return RatioTerms(num, den, diagnostics=data.weight_diagnostics(clip))
 
 
 def switch_dr(data: BanditData, *, tau: float = 100.0) -> RatioTerms:
@@ -214,7 +232,7 @@ def switch_dr(data: BanditData, *, tau: float = 100.0) -> RatioTerms:
     q_logged, q_target = data.require_model("Switch-DR")
     w = data.weights()
     keep = w <= tau
-    diag = weight_diagnostics(w)
+    diag = data.weight_diagnostics()
     diag["switched_share"] = float(1.0 - keep.mean())
     return RatioTerms(_col(q_target + np.where(keep, w * (data.reward - q_logged), 0.0)), diagnostics=diag)
 
