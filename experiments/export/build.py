@@ -31,7 +31,6 @@ Modes and what the propensity means
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -189,6 +188,15 @@ def build_decision_module(policy: Any, schema: DecisionSchema, mode: str = "gree
                     "LinearArmPolicy and LinearBandit (rule-based baselines need no export)")
 
 
+def _frozen_copy(net: Any) -> Any:
+    """A fresh copy of an SB3 policy network on the CPU, rebuilt from its constructor arguments
+    and weights as SB3's own save/load does (a deepcopy trips over tensors a training step
+    left behind in the live object)."""
+    clone = type(net)(**net._get_constructor_parameters())
+    clone.load_state_dict(net.state_dict())
+    return clone.cpu().eval()
+
+
 def _build_sb3(policy: SB3Policy, schema: DecisionSchema, mode: str,
                eligibility: EligibilityLayer, common: dict[str, Any],
                obs_normalization: Any) -> tuple[DecisionModule, ExportSpec]:
@@ -202,7 +210,7 @@ def _build_sb3(policy: SB3Policy, schema: DecisionSchema, mode: str,
                                    else getattr(policy, "obs_normalization", None))
     is_dqn = policy._is_dqn
     sample = mode == "explore"
-    scorer = SB3Scorer(copy.deepcopy(policy.model.policy).cpu(), is_dqn,
+    scorer = SB3Scorer(_frozen_copy(policy.model.policy), is_dqn,
                        None if norm is None else norm.mean, None if norm is None else norm.var,
                        10.0 if norm is None else norm.clip_obs,
                        1e-8 if norm is None else norm.epsilon)

@@ -195,6 +195,9 @@ class SB3Selector(nn.Module):
         self.dims, self.nvec, self.is_dqn = dims, nvec, is_dqn
         self.sample, self.epsilon = sample, float(epsilon)
         self.flattened = len(dims) == 1 and len(nvec) > 1
+        # float64 constants as buffers: Python scalars may become float32 constants in ONNX,
+        # and 0.8f + 0.2 is a propensity above 1
+        self.register_buffer("eps64", torch.tensor(self.epsilon, dtype=torch.float64))
 
     def forward(self, scores: torch.Tensor, masks: tuple[torch.Tensor, ...],
                 noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,8 +215,8 @@ class SB3Selector(nn.Module):
                     chosen.append(best)
                     continue
                 allowed = m.double()
-                probs = allowed * (self.epsilon / allowed.sum(dim=1, keepdim=True))
-                probs = probs + (1.0 - self.epsilon) * nn.functional.one_hot(best, k).double()
+                probs = allowed * (self.eps64 / allowed.sum(dim=1, keepdim=True))
+                probs = probs + (1.0 - self.eps64) * nn.functional.one_hot(best, k).double()
             else:
                 if not self.sample:
                     chosen.append(masked.argmax(dim=1))
@@ -286,6 +289,8 @@ class LinearArmSelector(nn.Module):
         self.register_buffer("arm_spend", torch.as_tensor(arms[:, 2].astype(np.int64)))
         self.register_buffer("arms", torch.as_tensor(arms.astype(np.int64)))
         self.mode, self.epsilon, self.scale = mode, float(epsilon), float(scale)
+        self.register_buffer("eps64", torch.tensor(self.epsilon, dtype=torch.float64))
+        self.register_buffer("scale64", torch.tensor(self.scale, dtype=torch.float64))
 
     def forward(self, mean: torch.Tensor, var: torch.Tensor | None,
                 masks: tuple[torch.Tensor, ...], noise: torch.Tensor | None,
@@ -297,9 +302,9 @@ class LinearArmSelector(nn.Module):
         neg_inf = torch.full_like(mean, float("-inf"))
         ones = torch.ones_like(mean[:, 0])
         if self.mode == "ucb":
-            score = mean + self.scale * torch.sqrt(var)
+            score = mean + self.scale64 * torch.sqrt(var)
         elif self.mode == "thompson":
-            sd = self.scale * torch.sqrt(var)
+            sd = self.scale64 * torch.sqrt(var)
             score = mean + sd * noise
         else:
             score = mean
@@ -311,16 +316,16 @@ class LinearArmSelector(nn.Module):
             k = torch.floor(noise[:, 0:1] * n_allowed.double())
             uniform = (torch.cumsum(allowed.long(), dim=1) <= k).sum(dim=1)
             uniform = uniform.clamp(max=mean.shape[1] - 1)
-            explore = noise[:, 1] < self.epsilon
+            explore = noise[:, 1] < self.eps64
             greedy = idx
             idx = torch.where(explore, uniform, greedy)
-            propensity = ((1.0 - self.epsilon) * (idx == greedy).double()
-                          + self.epsilon / n_allowed.squeeze(1).clamp(min=1).double())
+            propensity = ((1.0 - self.eps64) * (idx == greedy).double()
+                          + self.eps64 / n_allowed.squeeze(1).clamp(min=1).double())
         elif self.mode == "thompson" and propensity_noise is not None:
             draws = mean.unsqueeze(1) + sd.unsqueeze(1) * propensity_noise.unsqueeze(0)
             draws = torch.where(allowed.unsqueeze(1), draws, torch.full_like(draws, float("-inf")))
             hits = (draws.argmax(dim=2) == idx.unsqueeze(1)).sum(dim=1).double()
-            propensity = (hits + 1.0) / (propensity_noise.shape[0] + 1.0)
+            propensity = (hits + 1.0) / (hits.new_full((), propensity_noise.shape[0]) + 1.0)
         actions = torch.index_select(self.arms, 0, idx)
         none = ~allowed.any(dim=1)
         actions = torch.where(none.unsqueeze(1), torch.zeros_like(actions), actions)
@@ -349,9 +354,12 @@ class DecisionModule(nn.Module):
                propensity_noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         masks = self.eligibility(features)
         if self.kind == "sb3":
-            return self.selector(self.scorer(features), masks, noise)
-        mean, var = self.scorer(features)
-        return self.selector(mean, var, masks, noise, propensity_noise)
+            actions, propensity = self.selector(self.scorer(features), masks, noise)
+        else:
+            mean, var = self.scorer(features)
+            actions, propensity = self.selector(mean, var, masks, noise, propensity_noise)
+        # a renormalised probability can round to 1 + 2e-16; logged feedback requires <= 1
+        return actions, propensity.clamp(max=1.0)
 
 
 class _Greedy(nn.Module):

@@ -90,8 +90,9 @@ def _limits(spec: ExportSpec, constraints: Mapping[str, Any] | None,
                       "scores in float32, so arms whose scores differ by less than float32 "
                       "rounding may be ranked differently (the parity test bounds this).")
     if spec.rule == "thompson":
-        limits.append("Thompson propensities are Monte-Carlo estimates (standard error <= "
-                      "0.5/sqrt(M+1)), not exact probabilities.")
+        limits.append("Thompson propensities are Monte-Carlo estimates (hits+1)/(M+1): never 0, "
+                      "biased upward by at most 1/(M+1), standard error <= 0.5/sqrt(M+1); "
+                      "not exact probabilities.")
     return limits
 
 

@@ -21,7 +21,8 @@ import pydantic
 
 from experiments.export.build import ExportSpec
 
-__all__ = ["ALIASES", "example_records", "log_policy_model", "register_policy_model"]
+__all__ = ["ALIASES", "example_records", "log_policy_model", "register_policy_model",
+           "save_policy_model"]
 
 ALIASES = ("champion", "challenger")
 _HERE = Path(__file__).resolve().parent
@@ -33,19 +34,12 @@ def example_records(spec: ExportSpec, features: np.ndarray, rows: int = 2) -> li
             for i, row in enumerate(np.asarray(features[:rows], np.float64))]
 
 
-def log_policy_model(onnx_path: str | Path, spec: ExportSpec, *, example_features: np.ndarray,
-                     name: str = "policy", card_files: tuple[str | Path, ...] = (),
-                     registered_model_name: str | None = None) -> Any:
-    """Log the pyfunc model to the active MLflow run; returns MLflow's ``ModelInfo``.
-
-    ``card_files`` (the policy card's markdown and JSON) are stored beside the ONNX file in the
-    model's artifacts; ``registered_model_name`` also registers a new version.
-    """
+def _model_kwargs(onnx_path: str | Path, spec: ExportSpec, example_features: np.ndarray,
+                  card_files: tuple[str | Path, ...]) -> dict[str, Any]:
     artifacts = {"onnx": str(onnx_path)}
     for path in card_files:
         artifacts[Path(path).name.replace(".", "_")] = str(path)
-    return mlflow.pyfunc.log_model(
-        name=name,
+    return dict(
         python_model=str(_HERE / "pyfunc_model.py"),
         model_config={"feature_names": list(spec.feature_names)},
         code_paths=[str(_HERE / "decision_runtime.py")],
@@ -55,9 +49,30 @@ def log_policy_model(onnx_path: str | Path, spec: ExportSpec, *, example_feature
         input_example=(example_records(spec, example_features), {"seed": -1}),
         pip_requirements=[f"mlflow=={mlflow.__version__}", f"pydantic=={pydantic.__version__}",
                           "onnxruntime", "numpy"],
-        registered_model_name=registered_model_name,
         metadata={"rapport_spec": spec.to_json()},
     )
+
+
+def log_policy_model(onnx_path: str | Path, spec: ExportSpec, *, example_features: np.ndarray,
+                     name: str = "policy", card_files: tuple[str | Path, ...] = (),
+                     registered_model_name: str | None = None) -> Any:
+    """Log the pyfunc model to the active MLflow run; returns MLflow's ``ModelInfo``.
+
+    ``example_features`` (n, F): a few real observations for the input example.
+    ``card_files`` (the policy card's markdown and JSON) are stored beside the ONNX file in the
+    model's artifacts; ``registered_model_name`` also registers a new version.
+    """
+    return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name,
+                                   **_model_kwargs(onnx_path, spec, example_features, card_files))
+
+
+def save_policy_model(path: str | Path, onnx_path: str | Path, spec: ExportSpec, *,
+                      example_features: np.ndarray,
+                      card_files: tuple[str | Path, ...] = ()) -> Path:
+    """The same MLflow model written to a local folder (no tracking store involved)."""
+    mlflow.pyfunc.save_model(str(path), **_model_kwargs(onnx_path, spec, example_features,
+                                                         card_files))
+    return Path(path)
 
 
 def register_policy_model(model_uri: str, name: str, alias: str | None = None) -> Any:

@@ -48,3 +48,70 @@ def random_observations(schema: DecisionSchema, n: int, rng: np.random.Generator
             put(name, pick == k)
     put("horizon_progress", rng.random(n))
     return obs
+
+
+# --------------------------------------------------------------------------- quick policies
+# Policies trained for a second or two on a small population: enough structure for parity
+# tests and benchmarks of the export path, not for marketing decisions.
+
+SB3_KINDS = ("ppo_vecnormalize", "maskable_ppo", "dqn")
+BANDIT_KINDS = ("linucb", "thompson", "epsilon")
+
+
+def quick_population(customers: int = 256, horizon: int = 8, scenario: str = "retail"):
+    """A SAME_STEP population env (what SB3 trains on) and its decision schema."""
+    import envs
+    from experiments.builders import schema_of
+
+    env = envs.PopulationEnv(num_envs=customers, scenario=scenario, horizon=horizon,
+                             autoreset_mode="same_step", include_latent=False)
+    return env, schema_of(env)
+
+
+def quick_sb3_policy(kind: str, *, seed: int = 0, customers: int = 256, steps: int = 1024):
+    """``(policy, schema, obs_normalization)`` for ``kind`` in :data:`SB3_KINDS`; greedy and
+    explore copies of the policy are made with :meth:`SB3Policy` arguments by the caller."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.rl import make_dqn, make_maskable_ppo, make_ppo
+    from agents.rl_policy import SB3Policy
+    from agents.sb3_adapter import BatchedVecEnv
+
+    env, schema = quick_population(customers)
+    norm = None
+    if kind == "ppo_vecnormalize":
+        venv = VecNormalize(BatchedVecEnv(env), norm_obs=True, norm_reward=False)
+        model = make_ppo(venv, rollout_size=512, seed=seed)
+        norm = venv
+    elif kind == "maskable_ppo":
+        model = make_maskable_ppo(BatchedVecEnv(env), rollout_size=512, seed=seed)
+    elif kind == "dqn":
+        model = make_dqn(BatchedVecEnv(env, flatten_actions=True), seed=seed,
+                         learning_starts=customers)
+    else:
+        raise ValueError(f"unknown SB3 kind {kind!r}; valid: {', '.join(SB3_KINDS)}")
+    model.learn(steps)
+    nvec = schema.nvec if kind == "dqn" else None
+    return SB3Policy(model, nvec=nvec, greedy=True, epsilon=0.2 if kind == "dqn" else None), \
+        schema, norm
+
+
+def quick_bandit(kind: str, *, seed: int = 0, customers: int = 3000, weeks: int = 2):
+    """A linear bandit learner (``kind`` in :data:`BANDIT_KINDS`) fitted on ``weeks`` of random
+    actions, and the schema."""
+    from agents.bandits import EpsilonGreedy, LinearThompson, LinUCB
+
+    env, schema = quick_population(customers)
+    make = {"linucb": lambda: LinUCB(schema), "thompson": lambda: LinearThompson(schema),
+            "epsilon": lambda: EpsilonGreedy(schema, epsilon=0.2)}
+    if kind not in make:
+        raise ValueError(f"unknown bandit kind {kind!r}; valid: {', '.join(BANDIT_KINDS)}")
+    bandit = make[kind]()
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    for _ in range(weeks):
+        actions = np.stack([rng.integers(0, k, customers) for k in schema.nvec], axis=1)
+        next_obs, profit, *_ = env.step(actions)
+        bandit.update(obs, actions, profit.astype(np.float64))
+        obs = next_obs
+    return bandit, schema
