@@ -18,9 +18,11 @@ class CustomerEnv(gym.Env):
 
     It is a population of one row whose global index is ``customer_index``: with the same seed,
     its trajectory is bit-identical to row ``customer_index`` of a population env with
-    ``customer_offset=0``. Observation ``Box(float32, (29,))``, action ``MultiDiscrete([6, 8, 4])``,
-    reward = this customer's weekly profit; ``info`` holds scalars of the same keys as the
-    population's per-customer arrays, ``action_mask`` of shape (18,) and ``latent``.
+    ``customer_offset=0``. Observation ``Box(float32, (32,))``, action ``MultiDiscrete([6, 8, 4])``
+    in ``retail``, reward = this customer's weekly profit; ``info`` holds scalars of the same keys
+    as the population's per-customer arrays, ``action_mask`` of shape (sum(nvec),), ``market``
+    and ``latent``. It is a market of one: a reset resets its market too, so with mass media on
+    it matches a population row only while that row is not reset on its own.
     """
 
     metadata = {"render_modes": []}
@@ -48,7 +50,8 @@ class CustomerEnv(gym.Env):
     def step(self, action):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        out = self.sim.step(self.sim.check_action(np.asarray(action).reshape(1, -1)))
+        out = self.sim.step(self.sim.check_action(np.asarray(action).reshape(1, -1)),
+                            treatment_effect=self.include_latent)
         terminated = bool(self.sim.unreachable()[0])
         truncated = bool(self.sim.at_horizon()[0]) and not terminated
         info = self._row_info(self.sim.info(out, self.include_latent))
@@ -58,13 +61,19 @@ class CustomerEnv(gym.Env):
     def _row_info(info: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for k, v in info.items():
-            if isinstance(v, dict):
+            if k == "market":  # population-level scalars
+                row[k] = dict(v)
+            elif isinstance(v, dict):
                 row[k] = {kk: vv[0].item() for kk, vv in v.items()}
             elif k == "action_mask":
                 row[k] = v[0].copy()
             else:
                 row[k] = v[0].item()
         return row
+
+    def set_mass_media_budget(self, budget: float | None) -> None:
+        """As :meth:`envs.PopulationEnv.set_mass_media_budget` (this customer's market)."""
+        self.sim.set_mass_media_budget(budget)
 
     def expected_myopic_profit(self, action) -> float:
         return float(self.sim.expected_myopic_profit(np.asarray(action).reshape(1, -1))[0])

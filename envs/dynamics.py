@@ -1,4 +1,4 @@
-"""One week of the customer population: ``transition(model, state, plan) -> outcome``.
+"""One week of the customer population: ``transition(model, state, plan, week) -> outcome``.
 
 The single-customer env and the population env both call :func:`transition`; there is no second
 copy of the dynamics. Actions arrive as a *plan*: a (3, n) int8 array of (channel, offer, spend
@@ -6,16 +6,23 @@ level) rows, made once by :func:`as_plan` so the hot path reads contiguous bytes
 strided int64 columns. The state is updated in place (arrays are large; copying a million-row
 population every week would dominate the step) and the week's outcome is returned. The noise is
 counter-based (:mod:`envs.noise`), keyed by the state's per-row keys and weeks, so the design's
-``noise`` argument is implicit in ``state.key``/``state.week``.
+``noise`` argument is implicit in ``state.key``/``state.week``. Population-level state (the
+mass-media market, :class:`envs.market.Market`) enters as the scalars of a :class:`MarketWeek`.
 
 Marketing enters as additive terms on the log purchase rate (customer-model.md §2.4), each
 exactly zero without marketing, so with marketing off the process *is* BG/NBD + Gamma-Gamma:
 
-    log λ_it = log λ_i + Σ_c β_ic·e^(−κ_c F_ic)·[delivered on c]           contact (§2.5-2.6)
+    log λ_it = log λ_i + Σ_c β_ic·e^(−κ_c F_ic)·ν(T_i)·π_i·[delivered on c]  contact (§2.5-2.6)
                + promo(d) + η_G·(R − P)⁺ − η_L·(P − R)⁺ − s_i·[no discount]  price memory (§2.7)
                − ψ·pantry_i                                               post-promotion dip
                + g_rec·(K·w_ik − 1)·[recommend k]                          relevance
                + β^media_i·H(spend)                                        per-person media
+               + sales_effect·(h_t − h_ref) + η_A·log(A_t/A_ref)          mass media (§2.9)
+               + z_it − σ²/2                                              drift (§2.10)
+               − reactance·creep_i                                        privacy (§2.11)
+
+with ν(T) = 1 + boost·exp(−T/weeks) the newcomer boost and π_i = exp(g_k·rel − creep) the
+privacy multiplier of a personalized message. Mechanisms that are off skip their code paths.
 """
 
 from __future__ import annotations
@@ -24,13 +31,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy import special
 
 from envs import noise
 from envs.noise import Mechanism as M
 from envs.scenario import Scenario
-from envs.state import PopulationState
+from envs.state import (
+    RESPONSE_CAP,
+    PopulationState,
+    effective_tastes,
+    guess_favourite,
+    initial_optin,
+)
 
 F4 = np.float32
+PERSONAL = -2
+"""``offer_category`` code of the personal recommendation: the category is the firm's belief."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +62,12 @@ class CompiledScenario:
     optout_base: np.ndarray  # (C,)
     optout_fatigue: np.ndarray  # (C,)
     offer_discount: np.ndarray  # (O,) discount depth per offer (0 if not a discount)
-    offer_category: np.ndarray  # (O,) recommended category, -1 if none
+    offer_category: np.ndarray  # (O,) recommended category, -1 if none, PERSONAL = the belief
+    offer_level: np.ndarray  # (O,) int8 explicitness level (scenario.EXPLICITNESS_LEVELS)
     gesture_offer: int  # offer index of the service gesture
     spend: np.ndarray  # (S,) $ per person per week
     hill: np.ndarray  # (S,) Hill saturation H(spend)
+    mean_dropout: float  # population mean of p_drop: a / (a + b)
 
     @property
     def nvec(self) -> tuple[int, int, int]:
@@ -59,13 +77,17 @@ class CompiledScenario:
 @lru_cache(maxsize=64)
 def compile_scenario(scenario: Scenario) -> CompiledScenario:
     of, md = scenario.offers, scenario.media
-    disc = np.array([0.0, *of.discounts, *([0.0] * of.n_categories), 0.0], dtype=F4)
-    cat = np.array([-1] * (1 + len(of.discounts)) + list(range(of.n_categories)) + [-1])
+    K = of.n_categories
+    personal = [0.0] if of.personalized_offer else []
+    disc = np.array([0.0, *of.discounts, *([0.0] * K), *personal, 0.0], dtype=F4)
+    cat = np.array([-1] * (1 + len(of.discounts)) + list(range(K)) + [PERSONAL] * len(personal) + [-1])
+    level = np.array([0] * (1 + len(of.discounts)) + [1] * K + [2] * len(personal) + [0], np.int8)
     spend = np.asarray(md.spend_levels, dtype=F4)
     with np.errstate(divide="ignore"):
         hill = np.where(spend > 0, spend**md.hill_slope
                         / (md.half_saturation**md.hill_slope + spend**md.hill_slope), 0.0)
     ch = scenario.channels
+    pm = scenario.purchase
     return CompiledScenario(
         scenario=scenario,
         n_channels=len(ch),
@@ -77,17 +99,31 @@ def compile_scenario(scenario: Scenario) -> CompiledScenario:
         optout_fatigue=np.array([c.optout_fatigue for c in ch], F4),
         offer_discount=disc,
         offer_category=cat,
+        offer_level=level,
         gesture_offer=len(disc) - 1,
         spend=spend,
         hill=hill.astype(F4),
+        mean_dropout=pm.a / (pm.a + pm.b),
     )
+
+
+@dataclass(frozen=True)
+class MarketWeek:
+    """This week's population-level terms (from :class:`envs.market.Market`; all 0 when off)."""
+
+    customer_lift: float = 0.0  # added to every live customer's log rate (sales + awareness)
+    prospect_lift: float = 0.0  # added to every prospect's log conversion hazard (sales + awareness)
+    cost_per_row: float = 0.0  # mass-media spend charged to each row, $
+
+
+NO_MARKET = MarketWeek()
 
 
 @dataclass
 class Marketing:
     """What reached whom this week, and the log-rate multiplier it implies (no state change)."""
 
-    log_mult: np.ndarray  # (n,) float32 — additive log-rate term from all marketing
+    log_mult: np.ndarray  # (n,) float32 — additive log-rate term from all marketing (and drift)
     contacted: np.ndarray  # (k,) rows with a delivered contact
     channel: np.ndarray  # (k,) channel index of each delivered contact
     flat: np.ndarray  # (k,) channel * n + row: flat index into (C, n) channel arrays
@@ -96,6 +132,9 @@ class Marketing:
     discount: np.ndarray  # (n,) float32 — discount this row can redeem this week (0 = list price)
     media_rows: np.ndarray  # (m,) rows reached by paid-media spend
     media_level: np.ndarray  # (m,) spend level index of those rows
+    creep: np.ndarray | None  # (k,) creepiness of each delivered contact (privacy on), else None
+    base_log_mult: np.ndarray | None  # (n,) log_mult of doing nothing (when asked for), else None
+    prospect_offset: float  # what log_mult adds to every row besides marketing: drift mean, market
 
 
 def as_plan(action: np.ndarray, nvec: np.ndarray) -> np.ndarray:
@@ -125,8 +164,12 @@ def as_plan(action: np.ndarray, nvec: np.ndarray) -> np.ndarray:
         f"valid range is 0..{nvec[dim] - 1} (MultiDiscrete{list(map(int, nvec))})")
 
 
-def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarray) -> Marketing:
-    """Effect of ``plan`` (3, n) int8 on this week's purchase rate, from the current state."""
+def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
+                     market: MarketWeek = NO_MARKET, keep_base: bool = False) -> Marketing:
+    """Effect of ``plan`` (3, n) int8 on this week's purchase rate, from the current state.
+
+    ``keep_base``: also return the log multiplier of doing nothing (for treatment effects).
+    """
     sc = model.scenario
     of = sc.offers
     n = s.n
@@ -136,6 +179,13 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
     log_mult *= F4(of.ref_loss)
     log_mult -= s.conditioning
     log_mult -= F4(of.pantry_effect) * s.pantry
+    offset = market.customer_lift
+    if s.rate_drift.size:  # z − σ²/2: E[exp] = 1, the mean rate is unchanged
+        log_mult += s.rate_drift
+        offset -= 0.5 * sc.drift.rate_sigma**2
+    if offset != 0.0:
+        log_mult += F4(offset)
+    base = log_mult.copy() if keep_base else None
 
     chan = plan[0]
     rows = np.flatnonzero(chan)
@@ -155,15 +205,41 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
         ref = s.ref_price[dr]
         gain = np.maximum(ref - price, F4(0))
         # replaces the list-price terms: the customer pays ``price``, not list
-        log_mult[dr] = (-F4(of.pantry_effect) * s.pantry[dr] - F4(of.promo_elasticity) * np.log(price)
-                        + F4(of.ref_gain) * gain - F4(of.ref_loss) * np.maximum(price - ref, F4(0)))
+        priced = (-F4(of.pantry_effect) * s.pantry[dr] - F4(of.promo_elasticity) * np.log(price)
+                  + F4(of.ref_gain) * gain - F4(of.ref_loss) * np.maximum(price - ref, F4(0)))
+        if s.rate_drift.size:
+            priced += s.rate_drift[dr]
+        if offset != 0.0:
+            priced += F4(offset)
+        log_mult[dr] = priced
         discount[dr] = d
-    log_mult[rows] += s.response.reshape(-1)[flat] * np.exp(-model.kappa[c] * f_before)
+    lift = s.response.reshape(-1)[flat] * np.exp(-model.kappa[c] * f_before)
+    md = sc.media
+    if md.newcomer_boost > 0:  # capped like the responsiveness itself (envs.state.RESPONSE_CAP)
+        boost = np.exp(s.T[rows] * F4(-1.0 / md.newcomer_weeks))
+        boost *= F4(md.newcomer_boost)
+        boost += F4(1.0)
+        lift *= boost
+        np.minimum(lift, F4(RESPONSE_CAP), out=lift)
+
     cat = model.offer_category[offer]
-    rr = rows[cat >= 0]
-    if rr.size:
-        w = s.category_pref[cat[cat >= 0], rr]
-        log_mult[rr] += F4(of.recommendation_effect) * (F4(of.n_categories) * w - F4(1.0))
+    personalized = np.flatnonzero(cat != -1)
+    creep = None
+    if personalized.size:
+        pr = rows[personalized]
+        k = cat[personalized]
+        k = np.where(k == PERSONAL, s.belief[pr], k).astype(np.intp)
+        w = effective_tastes(sc, s, pr)
+        chosen = w[k, np.arange(pr.size)]
+        log_mult[pr] += F4(of.recommendation_effect) * (F4(of.n_categories) * chosen - F4(1.0))
+        if sc.privacy.enabled:
+            creep = np.zeros(rows.size, F4)
+            rel = chosen / w.max(axis=0)
+            c_p, mult = _creepiness(model, s, pr, offer[personalized], rel)
+            creep[personalized] = c_p
+            lift[personalized] *= mult
+            log_mult[pr] -= F4(sc.privacy.reactance) * c_p
+    log_mult[rows] += lift
 
     level = plan[2]
     mrows = np.flatnonzero(level)
@@ -171,76 +247,144 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
     mlevel = level[mrows]
     if mrows.size:
         log_mult[mrows] += s.media_response[mrows] * model.hill[mlevel]
-    return Marketing(log_mult, rows, c, flat, f_before, offer, discount, mrows, mlevel)
+    return Marketing(log_mult, rows, c, flat, f_before, offer, discount, mrows, mlevel, creep, base,
+                     offset)
+
+
+def _creepiness(model: CompiledScenario, s: PopulationState, rows: np.ndarray, offer: np.ndarray,
+                rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Creepiness of personalized messages to ``rows`` and the multiplier of their contact lift."""
+    pv = model.scenario.privacy
+    lvl = model.offer_level[offer]
+    c_k = np.asarray(pv.creep_by_level, F4)[lvl]
+    g_k = np.asarray(pv.gain_by_level, F4)[lvl]
+    creep = c_k * (F4(1.0) - s.trust[rows]) * F4(1.0 - pv.control)
+    creep *= F4(1.0) + F4(pv.wrong_guess_penalty) * (F4(1.0) - rel)
+    creep /= F4(1.0) + s.T[rows] * F4(1.0 / pv.familiarity_weeks)
+    return creep, np.exp(g_k * rel - creep)
 
 
 @dataclass
 class Outcome:
     """What happened to each customer this week (dense arrays, length n)."""
 
-    profit: np.ndarray  # float32 $ — net revenue − cost of goods − contact − media cost
-    revenue: np.ndarray  # float32 $ — net revenue (after discounts)
-    orders: np.ndarray  # int32 — purchases this week
+    profit: np.ndarray  # float32 $ — net revenue − cost of goods − contact − media costs
+    revenue: np.ndarray  # float32 $ — net revenue (after discounts; incl. subscription fees)
+    orders: np.ndarray  # int32 — purchases this week (online and offline; a first purchase counts)
     discount_cost: np.ndarray  # float32 $ — list-price revenue given away by discounts
     contact_cost: np.ndarray  # float32 $ — channel costs (+ service gestures) of delivered contacts
     media_cost: np.ndarray  # float32 $ — paid-media spend on reachable customers
+    mass_media_cost: np.ndarray  # float32 $ — each row's share of the mass-media budget
     channel: np.ndarray  # int8 — channel delivered this week (1 + index), 0 = none
     offer: np.ndarray  # int8 — offer delivered this week, 0 = none
     opted_out: np.ndarray  # bool — opted out of the contacted channel this week
-    dropped_out: np.ndarray  # bool — latent death this week (analysis only)
+    converted: np.ndarray  # bool — a prospect made their first purchase this week
+    dropped_out: np.ndarray  # bool — latent death / cancellation this week
     purchase_rate: np.ndarray  # float32 — latent effective rate this week (analysis only)
+    orders_offline: np.ndarray | None = None  # int32 — store orders (omnichannel on), else None
+    treatment_effect: np.ndarray | None = None  # float32 $ — see :func:`transition`
 
 
-def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray) -> Outcome:
-    """Advance every customer one week under ``plan`` (3, n) int8; mutates ``s`` in place."""
+def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
+               market: MarketWeek = NO_MARKET, treatment_effect: bool = False) -> Outcome:
+    """Advance every customer one week under ``plan`` (3, n) int8; mutates ``s`` in place.
+
+    ``treatment_effect``: also return, per row, this week's expected profit of the plan minus
+    that of doing nothing, under latent truth (myopic: later effects through fatigue, opt-outs,
+    trust, reminders and drop-out are not in it). It is exactly 0 for rows the plan does not reach.
+    """
     sc = model.scenario
     of, pm = sc.offers, sc.purchase
     n = s.n
-    mk = marketing_effect(model, s, plan)
+    mk = marketing_effect(model, s, plan, market, keep_base=treatment_effect)
     rows, c = mk.contacted, mk.channel
 
+    fee_rows = np.flatnonzero(s.alive) if pm.subscription_fee > 0 else None
     # Service gestures raise satisfaction before this week's purchases (lower drop-out risk).
     gest = rows[mk.offer == model.gesture_offer]
     s.satisfaction[gest] += F4(of.gesture_satisfaction)
 
+    prospects = np.flatnonzero(s.prospect) if s.prospect.size else None
+    if prospects is not None:  # the marketing part of their log-rate drives their conversion
+        prospect_log = mk.log_mult[prospects] - F4(mk.prospect_offset)
+        if s.rate_drift.size:
+            prospect_log -= s.rate_drift[prospects]
     rate = np.exp(mk.log_mult, out=mk.log_mult)  # log_mult is not needed after this
     rate *= s.rate
     rate *= s.alive
+    alive_before = s.alive.copy() if treatment_effect else None
+    prospect_log_dense = None
+    if treatment_effect and prospects is not None and prospects.size:
+        prospect_log_dense = np.zeros(n, F4)
+        prospect_log_dense[prospects] = prospect_log
     buyers, count = _poisson_sparse(rate, noise.uniform(s.key, s.week, M.PURCHASE))
 
-    # BG/NBD drop-out: after each repeat purchase the customer dies with probability p
-    # (memoryless, so a fresh geometric draw per week is exact).
     kb, wb = s.key[buyers], s.week[buyers]
-    p = s.p_drop[buyers].astype(np.float64) * np.exp(-of.satisfaction_retention
-                                                     * s.satisfaction[buyers].astype(np.float64))
-    p = np.minimum(p, 1 - 1e-12)
-    with np.errstate(divide="ignore"):  # p = 0 means never: +inf
-        death_at = np.ceil(np.log(noise.uniform64(kb, wb, M.DROPOUT)) / np.log1p(-p))
-    death_at = np.maximum(death_at, 1)
-    bought = np.minimum(count, death_at)
     dropped = np.zeros(n, bool)
-    dropped[buyers[death_at <= count]] = True
+    if pm.contractual:
+        bought = count
+    else:
+        # BG/NBD drop-out: after each repeat purchase the customer dies with probability p
+        # (memoryless, so a fresh geometric draw per week is exact).
+        p = s.p_drop[buyers].astype(np.float64) * np.exp(-of.satisfaction_retention
+                                                         * s.satisfaction[buyers].astype(np.float64))
+        p = np.minimum(p, 1 - 1e-12)
+        with np.errstate(divide="ignore"):  # p = 0 means never: +inf
+            death_at = np.ceil(np.log(noise.uniform64(kb, wb, M.DROPOUT)) / np.log1p(-p))
+        death_at = np.maximum(death_at, 1)
+        bought = np.minimum(count, death_at)
+        dropped[buyers[death_at <= count]] = True
 
-    list_value = noise.gamma_marsaglia(kb, wb, M.SPEND, pm.p * bought) / s.spend_rate[buyers]
     d = mk.discount[buyers]
+    orders_offline = None
+    if sc.omnichannel.enabled:
+        online = noise.binomial_inverse(bought, s.online_share[buyers],
+                                        noise.uniform64(kb, wb, M.ONLINE_SPLIT))
+        offline = bought - online
+        value_on = np.zeros(buyers.size)
+        value_off = np.zeros(buyers.size)
+        on, off = online > 0, offline > 0
+        value_on[on] = noise.gamma_marsaglia(kb[on], wb[on], M.SPEND, pm.p * online[on])
+        value_off[off] = noise.gamma_marsaglia(kb[off], wb[off], M.SPEND_OFFLINE, pm.p * offline[off])
+        list_value = (value_on + value_off) / s.spend_rate[buyers]
+        orders_offline = np.zeros(n, np.int32)
+        orders_offline[buyers] = offline
+        if not sc.omnichannel.observe_offline:  # the firm's books show the online part only
+            seen = on
+            seen_rows, seen_count = buyers[on], online[on]
+            seen_net = (value_on[on] / s.spend_rate[seen_rows] * (1 - d[on])).astype(F4)
+    else:
+        list_value = noise.gamma_marsaglia(kb, wb, M.SPEND, pm.p * bought) / s.spend_rate[buyers]
     net = (list_value * (1 - d)).astype(F4)
     cogs = (list_value * (1 - pm.gross_margin)).astype(F4)
+    if orders_offline is None or sc.omnichannel.observe_offline:
+        seen = slice(None)
+        seen_rows, seen_count, seen_net = buyers, bought, net
 
-    # Observable history: last purchase time within the week = max of `bought` uniforms.
-    frac = noise.uniform(kb, wb, M.PURCHASE_TIME) ** (F4(1.0) / bought.astype(F4))
-    s.t_x[buyers] = s.T[buyers] + frac
-    s.x[buyers] += bought.astype(F4)
-    s.spend_total[buyers] += net
+    # Observable history: last purchase time within the week = max of the seen orders' uniforms.
+    frac = noise.uniform(kb[seen], wb[seen], M.PURCHASE_TIME) ** (F4(1.0) / seen_count.astype(F4))
+    s.t_x[seen_rows] = s.T[seen_rows] + frac
+    s.x[seen_rows] += seen_count.astype(F4)
+    s.spend_total[seen_rows] += seen_net
     s.ref_price[buyers] = (F4(of.ref_smoothing) * s.ref_price[buyers]
                            + F4(1 - of.ref_smoothing) * (F4(1.0) - d))
     redeemed = buyers[d > 0]
 
-    # Opt-outs: hazard per delivered contact grows with that channel's fatigue.
-    hazard = np.minimum(model.optout_base[c] * np.exp(model.optout_fatigue[c] * mk.fatigue_before), 1)
+    # Opt-outs: hazard per delivered contact grows with that channel's fatigue (and creepiness).
+    hazard = model.optout_base[c] * np.exp(model.optout_fatigue[c] * mk.fatigue_before)
+    if mk.creep is not None:
+        hazard *= np.exp(F4(sc.privacy.optout_creep) * mk.creep)
+        s.trust[rows] = np.maximum(s.trust[rows] - F4(sc.privacy.trust_loss) * mk.creep, F4(0))
+    hazard = np.minimum(hazard, 1)
     out = noise.uniform(s.key[rows], s.week[rows], M.OPTOUT) < hazard
     s.optin[c[out], rows[out]] = False
     opted_out = np.zeros(n, bool)
     opted_out[rows[out]] = True
+
+    if pm.contractual:  # sBG: every live subscriber may cancel at the end of the week
+        _weekly_churn(model, s, dropped)
+    if sc.media.reminder_dropout > 0:
+        _reminder(model, s, rows, dropped)
 
     # Stocks: decay, then add this week's contacts (F_{t+1} = ρ·F_t + n_t).
     s.fatigue *= model.decay
@@ -267,10 +411,62 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray) ->
     s.conditioning *= F4(of.conditioning_decay)
     s.conditioning[redeemed] += F4(of.conditioning_gain)
     s.satisfaction *= F4(of.satisfaction_decay)
+    if s.trust.size:  # familiarity: every week with a purchase rebuilds some trust
+        s.trust[buyers] += F4(sc.privacy.trust_gain) * (F4(1.0) - s.trust[buyers])
     s.T += F4(1.0)
+
+    conv = None
+    if prospects is not None:
+        s.T[prospects] = 0  # tenure counts from the first purchase
+        conv = _convert_prospects(model, s, prospects, prospect_log, market, mk.discount)
+    if sc.drift.enabled:
+        _drift(model, s)
+    # the firm re-guesses tastes from each purchase it sees (converted prospects: their first)
+    seen_buyers = seen_rows if conv is None else np.concatenate([seen_rows, conv[0]])
+    if seen_buyers.size:
+        s.belief[seen_buyers] = guess_favourite(sc, s, seen_buyers, s.x[seen_buyers] + F4(1.0),
+                                                s.week[seen_buyers], M.BELIEF)
     s.week += np.int16(1)
 
-    return _outcome(model, n, mk, buyers, bought, net, cogs, list_value * d, opted_out, dropped, rate)
+    outcome = _outcome(model, n, mk, buyers, bought, net, cogs, list_value * d, opted_out, dropped,
+                       rate, market)
+    if fee_rows is not None:  # subscribers live at the start of the week pay its fee
+        fee = F4(pm.subscription_fee)
+        outcome.revenue[fee_rows] += fee
+        outcome.profit[fee_rows] += fee * F4(pm.gross_margin)
+    if conv is not None:
+        cv, cv_net, cv_cogs, cv_given = conv
+        outcome.converted[cv] = True
+        outcome.orders[cv] += 1
+        outcome.revenue[cv] += cv_net
+        outcome.discount_cost[cv] += cv_given
+        outcome.profit[cv] += cv_net - cv_cogs
+    outcome.orders_offline = orders_offline
+    if alive_before is not None:
+        outcome.treatment_effect = _treatment_effect(
+            model, s, mk, rate, market, alive_before, outcome.contact_cost + outcome.media_cost,
+            prospect_log_dense)
+    return outcome
+
+
+def _weekly_churn(model: CompiledScenario, s: PopulationState, dropped: np.ndarray) -> None:
+    """sBG cancellation: live subscriber i cancels with probability θ_i·exp(−γ_S·satisfaction)."""
+    live = np.flatnonzero(s.alive)
+    theta = s.p_drop[live] * np.exp(F4(-model.scenario.offers.satisfaction_retention)
+                                    * s.satisfaction[live])
+    cancel = noise.uniform(s.key[live], s.week[live], M.CHURN_WEEKLY) < theta
+    dropped[live[cancel]] = True
+
+
+def _reminder(model: CompiledScenario, s: PopulationState, rows: np.ndarray, dropped: np.ndarray) -> None:
+    """A delivered contact makes a live customer reconsider: drop out with probability
+    reminder_dropout × p_i / mean p (Ascarza et al. 2016)."""
+    live = rows[s.alive[rows]]
+    if live.size == 0:
+        return
+    r = model.scenario.media.reminder_dropout
+    prob = np.minimum(F4(r / model.mean_dropout) * s.p_drop[live], F4(1.0))
+    dropped[live[noise.uniform(s.key[live], s.week[live], M.REMINDER) < prob]] = True
 
 
 def _annoyance(model: CompiledScenario, s: PopulationState, dropped: np.ndarray) -> None:
@@ -284,6 +480,85 @@ def _annoyance(model: CompiledScenario, s: PopulationState, dropped: np.ndarray)
     if rows.size:
         h = -np.expm1(-md.annoyance_hazard * (total[rows] - md.annoyance_tolerance))
         dropped[rows[noise.uniform(s.key[rows], s.week[rows], M.ANNOYANCE) < h]] = True
+
+
+def _convert_prospects(model: CompiledScenario, s: PopulationState, prospects: np.ndarray,
+                       prospect_log: np.ndarray, market: MarketWeek, discount: np.ndarray):
+    """First purchases of prospects; returns (rows, net revenue, cost of goods, discount given)."""
+    sc = model.scenario
+    pm = sc.purchase
+    hazard = np.exp(prospect_log + F4(market.prospect_lift)) * F4(sc.prospects.conversion_rate)
+    p_conv = -np.expm1(-hazard)
+    cv = prospects[noise.uniform(s.key[prospects], s.week[prospects], M.PROSPECT_CONVERT) < p_conv]
+    if cv.size == 0:
+        return cv, np.zeros(0, F4), np.zeros(0, F4), np.zeros(0, F4)
+    value = noise.gamma_marsaglia(s.key[cv], s.week[cv], M.PROSPECT_SPEND,
+                                  np.full(cv.size, pm.p)) / s.spend_rate[cv]
+    d = discount[cv]
+    net = (value * (1 - d)).astype(F4)
+    s.prospect[cv] = False
+    s.alive[cv] = True
+    s.x[cv] = 0
+    s.t_x[cv] = 0
+    s.T[cv] = 0  # the first purchase is at the end of this week
+    s.spend_total[cv] = net
+    paid = s.optin[model.paid_media, cv]
+    s.optin[:, cv] = initial_optin(sc, s.key[cv])  # consent given with the first order
+    s.optin[model.paid_media, cv] = paid
+    return cv, net, (value * (1 - pm.gross_margin)).astype(F4), (value * d).astype(F4)
+
+
+def _drift(model: CompiledScenario, s: PopulationState) -> None:
+    """OU drift of the log rate and tastes, then life events (§2.10), for the rows whose turn it
+    is this week: (customer id + row week) % update_weeks == 0, each moved on by the exact
+    k-week transition."""
+    dm = model.scenario.drift
+    K = model.scenario.offers.n_categories
+    k = dm.update_weeks
+    if k == 1:
+        due = slice(None)
+        keys, week = s.key, s.week
+    else:
+        phase = s.customer_id.astype(np.int32)  # wraps for ids >= 2**31: fine, only a phase
+        phase += s.week
+        due = np.flatnonzero(phase % np.int32(k) == 0)
+        if due.size == 0:
+            return
+        keys, week = s.key[due], s.week[due]
+    targets = []
+    if dm.rate_sigma > 0:
+        targets.append((s.rate_drift, dm.rate_persistence**k, dm.rate_sigma))
+    if dm.preference_sigma > 0:
+        targets += [(s.taste_drift[j], dm.preference_persistence**k, dm.preference_sigma)
+                    for j in range(K)]
+    eps: list[np.ndarray] = []
+    for j, (z, phi, sigma) in enumerate(targets):
+        if j % 2 == 0:
+            eps = list(noise.normal_pair(keys, week, M.DRIFT, j // 2))
+        e = eps[j % 2]
+        e *= F4(np.sqrt(1.0 - phi**2) * sigma)
+        if k == 1:
+            z *= F4(phi)
+            z += e
+        else:
+            e += F4(phi) * z[due]
+            z[due] = e
+    if dm.life_event_rate > 0:
+        p_event = F4(1.0 - (1.0 - dm.life_event_rate) ** k)
+        hit = noise.uniform(keys, week, M.LIFE_EVENT) < p_event
+        ev = np.flatnonzero(hit) if k == 1 else due[hit]
+        if ev.size:
+            kv, wv = s.key[ev], s.week[ev]
+            conc = model.scenario.offers.category_concentration
+            g = np.stack([special.gammaincinv(conc, noise.uniform64(kv, wv, M.LIFE_EVENT_PREF, j))
+                          for j in range(K)])
+            g = np.maximum(g, 1e-30)
+            s.category_pref[:, ev] = g / g.sum(axis=0)
+            if dm.rate_sigma > 0:
+                s.rate_drift[ev] = dm.rate_sigma * noise.normal(kv, wv, M.LIFE_EVENT_DRIFT, 0)
+            if dm.preference_sigma > 0:
+                for j in range(K):
+                    s.taste_drift[j, ev] = dm.preference_sigma * noise.normal(kv, wv, M.LIFE_EVENT_DRIFT, 1 + j)
 
 
 def _poisson_sparse(rate: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -302,7 +577,7 @@ def _poisson_sparse(rate: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _outcome(model: CompiledScenario, n: int, mk: Marketing, buyers: np.ndarray, bought: np.ndarray,
              net: np.ndarray, cogs: np.ndarray, given_away: np.ndarray, opted_out: np.ndarray,
-             dropped: np.ndarray, rate: np.ndarray) -> Outcome:
+             dropped: np.ndarray, rate: np.ndarray, market: MarketWeek) -> Outcome:
     rows, c = mk.contacted, mk.channel
     revenue = np.zeros(n, F4)
     revenue[buyers] = net
@@ -318,27 +593,81 @@ def _outcome(model: CompiledScenario, n: int, mk: Marketing, buyers: np.ndarray,
     profit = revenue - contact_cost
     profit -= media_cost
     profit[buyers] -= cogs
+    if market.cost_per_row > 0:
+        mass_media_cost = np.full(n, market.cost_per_row, F4)
+        profit -= mass_media_cost
+    else:
+        mass_media_cost = np.zeros(n, F4)
     channel = np.zeros(n, np.int8)
     channel[rows] = c + 1
     offer = np.zeros(n, np.int8)
     offer[rows] = mk.offer
-    return Outcome(profit, revenue, orders, discount_cost, contact_cost, media_cost, channel, offer,
-                   opted_out, dropped, rate)
+    return Outcome(profit, revenue, orders, discount_cost, contact_cost, media_cost, mass_media_cost,
+                   channel, offer, opted_out, np.zeros(n, bool), dropped, rate)
 
 
-def expected_myopic_profit(model: CompiledScenario, s: PopulationState, plan: np.ndarray) -> np.ndarray:
+def _treatment_effect(model: CompiledScenario, s: PopulationState, mk: Marketing, rate: np.ndarray,
+                      market: MarketWeek, alive: np.ndarray, cost: np.ndarray,
+                      prospect_log: np.ndarray | None) -> np.ndarray:
+    """Expected profit this week of the plan minus that of doing nothing, per row (myopic).
+
+    ``rate`` and ``alive`` are this week's expected orders and who was alive at its start;
+    ``cost`` the dense contact + media costs; ``prospect_log`` (dense, None without prospects)
+    the marketing part of each prospect's log conversion hazard. Only rows the plan reaches can differ; contacted
+    and media rows are handled as two index sets (a row in both gets the same full effect
+    assigned twice), which is cheaper than forming their union.
+    """
+    sc = model.scenario
+    pm = sc.purchase
+    gm = F4(pm.gross_margin)
+    te = np.zeros(s.n, F4)
+    for idx in (mk.contacted, mk.media_rows):
+        if idx.size == 0:
+            continue
+        value = F4(pm.p) / s.spend_rate[idx]
+        base_orders = np.exp(mk.base_log_mult[idx])
+        base_orders *= s.rate[idx]
+        base_orders *= alive[idx]
+        gain = rate[idx] * (gm - mk.discount[idx])
+        gain -= base_orders * gm
+        gain *= value
+        if prospect_log is not None:  # a prospect's first order (prospects were not alive)
+            hit = ~alive[idx] & (prospect_log[idx] != 0)
+            if hit.any():
+                base_h = sc.prospects.conversion_rate * np.exp(market.prospect_lift)
+                plan_h = base_h * np.exp(prospect_log[idx[hit]].astype(np.float64))
+                gain[hit] = value[hit] * (-np.expm1(-plan_h) * (gm - mk.discount[idx[hit]])
+                                          + np.expm1(-base_h) * gm)
+        gain -= cost[idx]
+        te[idx] = gain
+    return te
+
+
+def expected_myopic_profit(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
+                           market: MarketWeek = NO_MARKET) -> np.ndarray:
     """Expected profit this week of ``plan`` (3, n) under latent truth (for oracles and regret).
 
     Expected orders = alive × effective rate (the drop-out truncation min(N, G) is ignored: it
     changes E[orders] by under 1 % at weekly rates); expected order value = p/ν at list price.
+    A prospect's expected first order is its conversion probability × p/ν. Subscription fees
+    and the mass-media charge, which no per-customer action changes, are included.
     """
     sc = model.scenario
-    mk = marketing_effect(model, s, plan)
-    rate = np.exp(mk.log_mult.astype(np.float64)) * s.rate * s.alive
-    value = sc.purchase.p / s.spend_rate.astype(np.float64)
-    profit = rate * value * ((1 - mk.discount) - (1 - sc.purchase.gross_margin))
+    pm = sc.purchase
+    mk = marketing_effect(model, s, plan, market)
+    value = pm.p / s.spend_rate.astype(np.float64)
+    gm = pm.gross_margin
+    orders = np.exp(mk.log_mult.astype(np.float64)) * s.rate * s.alive
+    if s.prospect.size:
+        pr = np.flatnonzero(s.prospect)
+        log_h = mk.log_mult[pr].astype(np.float64) - mk.prospect_offset + market.prospect_lift
+        if s.rate_drift.size:
+            log_h -= s.rate_drift[pr]
+        orders[pr] = -np.expm1(-sc.prospects.conversion_rate * np.exp(log_h))
+    profit = orders * value * (gm - mk.discount)
+    profit += pm.subscription_fee * gm * s.alive
     cost = np.zeros(s.n)
     cost[mk.contacted] = model.cost[mk.channel]
     cost[mk.contacted[mk.offer == model.gesture_offer]] += sc.offers.gesture_cost
     cost[mk.media_rows] += model.spend[mk.media_level]
-    return profit - cost
+    return profit - cost - market.cost_per_row

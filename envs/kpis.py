@@ -7,6 +7,7 @@ import numpy as np
 from envs.scenario import CHANNELS
 
 _SUMS = ("profit", "revenue", "orders", "contact_cost", "discount_cost", "media_cost")
+_OPTIONAL_SUMS = ("mass_media_cost",)  # summed only in weeks where they are not all zero
 
 
 class EpisodeKPIs:
@@ -19,7 +20,8 @@ class EpisodeKPIs:
     def reset(self) -> None:
         self.weeks = 0
         self.customers = 0
-        self.totals = {k: 0.0 for k in _SUMS}
+        self.totals = {k: 0.0 for k in _SUMS + _OPTIONAL_SUMS}
+        self.conversions = 0
         self.contacts = np.zeros(self.n_channels + 1, np.int64)
         self.offers = 0
         self.opt_outs = 0
@@ -32,6 +34,10 @@ class EpisodeKPIs:
         self.customers = int(out.profit.shape[0])
         for k in _SUMS:  # float32 pairwise sums are exact enough per week; totals are float64
             self.totals[k] += float(np.sum(getattr(out, k)))
+        if out.mass_media_cost.size and out.mass_media_cost[0] != 0:  # same charge for every row
+            self.totals["mass_media_cost"] += float(np.sum(out.mass_media_cost))
+        if out.converted.any():
+            self.conversions += int(np.count_nonzero(out.converted))
         for j in range(1, self.n_channels + 1):
             self.contacts[j] += int(np.count_nonzero(out.channel == j))
         self.offers += int(np.count_nonzero(out.offer))
@@ -50,4 +56,5 @@ class EpisodeKPIs:
         s["kpi/offers_per_customer"] = self.offers / n
         s["kpi/opt_outs_per_customer"] = self.opt_outs / n
         s["kpi/dropped_out_share"] = self.dropped_out / n
+        s["kpi/conversions_per_customer"] = self.conversions / n
         return s

@@ -20,6 +20,9 @@ CAP_WEEKS = 52
 STAGES: tuple[str, ...] = ("new", "active", "at_risk", "lapsed", "reactivated")
 """Lifecycle stages (customer-model.md §2.8), codes 0..4 in ``state.stage``."""
 NEW, ACTIVE, AT_RISK, LAPSED, REACTIVATED = range(5)
+PROSPECT = 5
+"""Stage code of a prospect (not a customer yet): all ``stage_*`` features are 0 and
+``prospect`` is 1 (the code is not in :data:`STAGES` so the one-hot block keeps its width)."""
 
 FEATURE_NAMES: tuple[str, ...] = (
     "recency_weeks", "frequency", "tenure_weeks", "avg_spend", "p_alive",
@@ -29,16 +32,23 @@ FEATURE_NAMES: tuple[str, ...] = (
     "weeks_since_offer", "offers_8w", "redemptions_8w",
     *(f"stage_{s}" for s in STAGES),
     "horizon_progress",
+    "prospect", "brand_awareness", "belief_category",
 )
-"""Observation columns, in order."""
+"""Observation columns, in order (the last three were appended in v1; earlier indices are stable)."""
 
 MAX_HORIZON = 20_000
 """Longest episode in weeks (row weeks are int16 and "never" is −10000)."""
 
 
 def p_alive(model: CompiledScenario, s: PopulationState) -> np.ndarray:
-    """BG/NBD P(alive | x, t_x, T) at the scenario's parameters (float32, from observables)."""
+    """BG/NBD P(alive | x, t_x, T) at the scenario's parameters (float32, from observables).
+
+    In a contractual scenario (sBG) cancellation is observed, so it is 1 for subscribers and 0
+    after a cancellation.
+    """
     pm = model.scenario.purchase
+    if pm.contractual:
+        return s.alive.astype(F4)
     x, t_x, T = s.x, s.t_x, s.T
     # log of a/(b+x−1)·((α+T)/(α+t_x))^(r+x), in log space so heavy buyers cannot overflow;
     # in place, because fresh temporaries of a million rows cost page faults
@@ -75,12 +85,14 @@ def update_stage(s: PopulationState, alive_prob: np.ndarray, purchased: np.ndarr
         back = (purchased & (prev == LAPSED)) | ((prev == REACTIVATED) & (stage != LAPSED))
         stage[back] = REACTIVATED
     stage[(s.x == 0) & (s.T < 8)] = NEW
+    if s.prospect.size:
+        stage[s.prospect] = PROSPECT
     s.stage[:] = stage
 
 
 def observe(model: CompiledScenario, s: PopulationState, alive_prob: np.ndarray,
-            horizon: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Observation matrix (n, len(FEATURE_NAMES)) float32.
+            horizon: int, out: np.ndarray | None = None, awareness: float = 0.0) -> np.ndarray:
+    """Observation matrix (n, len(FEATURE_NAMES)) float32; ``awareness`` is the market's.
 
     Built feature-major and returned as a transposed view, so each feature is one contiguous
     write (row-major column writes would touch every cache line once per feature). ``out``, a
@@ -107,8 +119,15 @@ def observe(model: CompiledScenario, s: PopulationState, alive_prob: np.ndarray,
     j += 3
     for k in range(len(STAGES)):
         np.equal(s.stage, k, out=buf[j + k], casting="unsafe")
-    buf[j + len(STAGES)] = s.week
-    buf[j + len(STAGES)] /= F4(horizon)
+    j += len(STAGES)
+    buf[j] = s.week
+    buf[j] /= F4(horizon)
+    if s.prospect.size:
+        buf[j + 1] = s.prospect
+    else:
+        buf[j + 1] = 0
+    buf[j + 2] = awareness
+    buf[j + 3] = s.belief
     return buf.T
 
 
@@ -144,5 +163,6 @@ def observation_bounds(model: CompiledScenario) -> tuple[np.ndarray, np.ndarray]
     j = 5 + 3 * C
     high[j] = CAP_WEEKS
     high[j + 1:j + 3] = 8
-    high[j + 3:] = 1.0
+    high[j + 3:] = 1.0  # stages, horizon progress, prospect, awareness
+    high[-1] = model.scenario.offers.n_categories - 1
     return low, high

@@ -19,22 +19,47 @@ class PopulationEnv(VectorEnv):
     """A customer base that a marketer acts on week by week.
 
     ## Description
-    Each row is one customer of a non-contractual business. While (latently) alive a customer
-    buys as a Poisson process with a heterogeneous weekly rate and drops out with a heterogeneous
-    probability after each repeat purchase (BG/NBD); each order's value follows Gamma-Gamma. The
-    defaults are the published CDNOW estimates, and with marketing off the process *is* that
-    model. Marketing adds log-rate terms: contacts on five channels (email, SMS, push, direct
-    mail, paid media) with per-customer responsiveness, consent and a fatigue stock per channel;
-    offers (discounts paid on every redeemed order, with reference prices, a post-promotion dip
-    and deal conditioning; product-category recommendations that help only if they match the
-    customer's hidden taste; a service gesture that lowers drop-out); and per-person paid-media
-    spend with a saturating Hill response. Fatigue lowers response, raises the opt-out hazard
-    (opting out is permanent) and, above a tolerance, drives latent drop-out. Randomness is
-    counter-based: a customer's noise depends only on (seed, customer index, episode, week,
-    mechanism), so policies compared with the same seed meet the same customers and the same luck.
+    Each row is one person in the market. While (latently) alive a customer buys as a Poisson
+    process with a heterogeneous weekly rate and drops out with a heterogeneous probability
+    after each repeat purchase (BG/NBD); each order's value follows Gamma-Gamma. The defaults are
+    the published CDNOW estimates, and with marketing off the ``retail`` process *is* that model.
+    Marketing adds log-rate terms: contacts on five channels (email, SMS, push, direct mail, paid
+    media) with per-customer responsiveness (larger for newcomers), consent and a fatigue stock
+    per channel; offers (discounts paid on every redeemed order, with reference prices, a
+    post-promotion dip and deal conditioning; product-category recommendations that help only if
+    they match the customer's hidden taste; a service gesture that lowers drop-out); and
+    per-person paid-media spend with a saturating Hill response. Fatigue lowers response, raises
+    the opt-out hazard (opting out is permanent) and, above a tolerance, drives latent drop-out.
+
+    Scenario switches add the population-level and human mechanisms of customer-model.md
+    §2.8-2.12 (each costs nothing when off; ``retail`` has them all off):
+
+    * **mass media and fame** (``scenario.mass_media``): a weekly budget per person in the market
+      (a schedule, or :meth:`set_mass_media_budget` between steps) feeds a short sales adstock and
+      a slow brand-awareness stock through a Hill curve; awareness lifts every customer's rate.
+      The market depends only on the budget, never on per-person actions.
+    * **prospects** (``scenario.prospects``): rows that have not bought yet, reachable only
+      through paid media; their first purchase depends on awareness and on the paid media that
+      reaches them.
+    * **people change** (``scenario.drift``): Ornstein-Uhlenbeck drift of the log rate (with the
+      −σ²/2 correction, so the mean rate is unchanged) and of category tastes; rare life events.
+    * **privacy backlash** (``scenario.privacy``): messages have an explicitness level (generic,
+      product-based recommendation, ``personal_recommendation``); personalization based on the
+      firm's noisy guess of a customer's taste can feel creepy: it costs trust, raises opt-out
+      and can lower response, less so for customers who have known the firm for long.
+    * **360° view** (``scenario.omnichannel``): customers buy online and in stores; with
+      ``observe_offline=False`` the observation shows only online history while rewards count both.
+    * **contractual churn** (``scenario.purchase.dropout_process="weekly"``): sBG weekly
+      cancellation, observed by the firm, with a weekly subscription fee; contacts can remind
+      subscribers to cancel (``media.reminder_dropout``).
+
+    Presets (``envs.PRESETS``; each has a one-line ``description``): ``retail``,
+    ``subscription``, ``fame``, ``privacy_sensitive``. Randomness is counter-based: a
+    customer's noise depends only on (seed, customer index, episode, week, mechanism), so
+    policies compared with the same seed meet the same customers and the same luck.
 
     ## Action space
-    ``MultiDiscrete([6, 8, 4])`` per customer (batched: shape (num_envs, 3)):
+    ``MultiDiscrete([6, 8, 4])`` per customer in ``retail`` (batched: shape (num_envs, 3)):
 
     | dim | meaning | values |
     |---|---|---|
@@ -42,63 +67,93 @@ class PopulationEnv(VectorEnv):
     | 1 | offer | 0 none, 1-3 discount 10/20/30 %, 4-6 recommend category 0-2, 7 service gesture |
     | 2 | paid-media spend | level 0-3 = $0, 0.25, 0.5, 1.0 per person per week |
 
+    The offer list comes from the scenario (``offer_names``): ``privacy_sensitive`` adds
+    ``personal_recommendation`` before ``service_gesture`` (``MultiDiscrete([6, 9, 4])``).
     All zeros means "do nothing". An offer travels only with a contact on a reachable channel.
     Actions on an opted-out channel are legal but cost nothing and do nothing;
-    ``info["action_mask"]`` (bool, (num_envs, 18), the per-dimension masks concatenated) marks the
-    useful ones. An action outside the space raises ``ValueError``.
+    ``info["action_mask"]`` (bool, (num_envs, sum(nvec)), the per-dimension masks concatenated)
+    marks the useful ones. Prospects are reachable through paid media only. An action outside
+    the space raises ``ValueError``.
 
     ## Observation space
-    ``Box(float32, (29,))`` per customer, observable history only (columns: ``feature_names``):
+    ``Box(float32, (32,))`` per customer, observable history only (columns: ``feature_names``):
 
     | # | feature | meaning |
     |---|---|---|
-    | 0 | recency_weeks | weeks since the last purchase (T − t_x) |
-    | 1 | frequency | repeat purchases x |
-    | 2 | tenure_weeks | weeks since the first purchase T |
-    | 3 | avg_spend | mean net order value over x + 1 orders, $ |
-    | 4 | p_alive | BG/NBD P(alive given x, t_x, T) at the scenario's parameters |
+    | 0 | recency_weeks | weeks since the last (seen) purchase (T − t_x) |
+    | 1 | frequency | repeat purchases x the firm has seen |
+    | 2 | tenure_weeks | weeks since the first purchase T (0 for prospects) |
+    | 3 | avg_spend | mean net order value over the x + 1 seen orders, $ |
+    | 4 | p_alive | BG/NBD P(alive given x, t_x, T) at the scenario's parameters; in a contractual scenario 1 until the customer cancels, then 0 |
     | 5-9 | optin_<channel> | 1 if reachable on the channel |
     | 10-14 | weeks_since_contact_<channel> | capped at 52 |
     | 15-19 | contacts_4w_<channel> | delivered contacts in the last 4 weeks |
     | 20 | weeks_since_offer | capped at 52 |
     | 21 | offers_8w | weeks with a delivered offer in the last 8 |
     | 22 | redemptions_8w | weeks with a redeemed discount in the last 8 |
-    | 23-27 | stage_<stage> | one-hot lifecycle stage: new, active, at_risk, lapsed, reactivated |
+    | 23-27 | stage_<stage> | one-hot lifecycle stage: new, active, at_risk, lapsed, reactivated (all 0 for prospects) |
     | 28 | horizon_progress | week / horizon |
+    | 29 | prospect | 1 if the person has not bought yet |
+    | 30 | brand_awareness | the market's awareness in [0, 1] (tracking surveys; constant without mass media) |
+    | 31 | belief_category | the firm's guess of the customer's favourite category (0..K−1); a pure guess for prospects, right more often as it sees more orders, stale when tastes drift |
 
-    Latent truth (alive, rates, responsiveness, preferences, reference price) is never observed;
-    it is in ``info["latent"]`` for analysis and oracles.
+    With ``omnichannel.observe_offline=False`` features 0-4 (and the stage) use online orders
+    only. Latent truth (alive, rates, responsiveness, tastes, trust, drift, reference price) is
+    never observed; it is in ``info["latent"]`` for analysis and oracles.
 
     ## Rewards
-    Each customer's weekly profit: net revenue (after discounts) − cost of goods ((1 − gross
-    margin) × list-price revenue, so a discount comes out of margin in full) − contact costs
-    (incl. service gestures) − paid-media spend. ``info`` carries the components per customer:
-    ``revenue, orders, contact_cost, discount_cost, media_cost, channel, offer, opted_out``.
+    Each row's weekly profit: net revenue (after discounts, incl. subscription fees) − cost of
+    goods ((1 − gross margin) × list-price revenue, so a discount comes out of margin in full) −
+    contact costs (incl. service gestures) − paid-media spend − the row's share of the
+    mass-media budget. ``info`` carries per-row arrays: ``revenue, orders, contact_cost,
+    discount_cost, media_cost, mass_media_cost, channel, offer, opted_out, converted`` (a prospect
+    made their first purchase), ``orders_offline`` (store orders; only when the scenario has
+    them), and ``info["market"]``, population-level scalars ``week, budget`` (the next step's),
+    ``adstock, awareness``. ``info["latent"]`` (``include_latent``): ``alive, base_rate,
+    p_alive_model``, after a step ``purchase_rate, dropped_out`` and ``treatment_effect`` (this
+    week's expected profit of the chosen action minus that of doing nothing, under latent truth:
+    myopic, so later effects through fatigue, opt-out, trust and drop-out are not in it; exactly
+    0 for rows the action does not reach), and when the mechanism is on ``rate_drift, trust,
+    online_share``. ``orders`` counts online and offline orders and first purchases.
 
     ## Starting state
     Each customer's tenure is uniform on ``scenario.initial_tenure_weeks`` (retail: 0-104) and
-    their purchase history over it is drawn exactly from BG/NBD and Gamma-Gamma; consent per
-    channel with the scenario's opt-in shares (everyone reachable somewhere); no fatigue.
+    their purchase history over it is drawn exactly from the purchase model (BG/NBD or sBG) and
+    Gamma-Gamma; consent per channel with the scenario's opt-in shares (everyone reachable
+    somewhere); no fatigue; drift states from their stationary laws; a share
+    ``prospects.share`` of rows are prospects. The market starts in steady state at
+    ``mass_media.reference_budget``.
 
     ## Episode end
     *Truncated* at ``horizon`` weeks (all rows together). *Terminated* only when a customer has
     opted out of every channel, so no action can reach them. Latent death never ends an episode
     (a marketer cannot see it). Autoreset: ``"next_step"`` (Gymnasium's default: the step after a
     row is done resets it, with reward 0 and its action ignored) or ``"same_step"`` (done rows are
-    reset at once; their last observation is in ``info["final_obs"]``, a (num_envs, 29) array, with
-    ``info["_final_obs"]`` marking the rows).
+    reset at once; their last observation is in ``info["final_obs"]``, a (num_envs, 32) array, with
+    ``info["_final_obs"]`` marking the rows). A reset of all rows also resets the market; rows
+    reset alone keep living in the same market.
 
     ## Arguments
-    ``num_envs`` customers (≥ 1); ``scenario`` a preset name (``retail``), a path to a scenario
-    JSON file, or a :class:`envs.Scenario`; ``horizon`` weeks (default 52; ``max_episode_steps``
-    is accepted as an alias, as ``make_vec`` passes it); ``autoreset_mode``; ``customer_offset``:
-    global index of row 0 (for shards: rows keep their identity and noise); ``include_latent``
-    (add ``info["latent"]``); ``copy_obs`` (default True: every step returns a new array; False:
-    a view of one buffer that the next ``step``/``reset`` overwrites, as ``SyncVectorEnv(copy=False)``,
-    which is faster for large populations).
+    ``num_envs`` customers (≥ 1); ``scenario`` a preset name (``retail``, ``subscription``,
+    ``fame``, ``privacy_sensitive``), a path to a scenario JSON file, or a :class:`envs.Scenario`;
+    ``horizon`` weeks (default 52; ``max_episode_steps`` is accepted as an alias, as ``make_vec``
+    passes it); ``autoreset_mode``; ``customer_offset``: global index of row 0 (for shards: rows
+    keep their identity and noise); ``include_latent`` (add ``info["latent"]``);
+    ``treatment_effect`` (default True: with ``include_latent``, compute
+    ``info["latent"]["treatment_effect"]``, ~5 % of a step at 10^6 rows); ``copy_obs`` (default
+    True: every step returns a new array; False: a view of one buffer that the next
+    ``step``/``reset`` overwrites, as ``SyncVectorEnv(copy=False)``, which is faster for large
+    populations). Between steps: :meth:`set_mass_media_budget`; read :attr:`mass_media_budget`
+    and :attr:`brand_awareness`.
 
     ## Version history
     * v0: initial release.
+    * v0, revision 2 (issue 3): features 29-31 appended (earlier indices unchanged); info keys
+      ``mass_media_cost``, ``converted``, ``orders_offline``, ``market`` and latent
+      ``treatment_effect``, ``rate_drift``, ``trust``, ``online_share``; presets
+      ``subscription``, ``fame``, ``privacy_sensitive``. ``retail`` changed its marketing
+      response (e-mail median 0.45 → 0.60, newcomer boost, pantry effect 0.5 → 0.2) to replicate
+      the Hillstrom and promotion-dip experiments; with marketing off it is unchanged.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -106,7 +161,8 @@ class PopulationEnv(VectorEnv):
     def __init__(self, num_envs: int = 1000, scenario: str | Scenario = "retail", horizon: int = 52,
                  autoreset_mode: str | AutoresetMode = "next_step", customer_offset: int = 0,
                  include_latent: bool = True, copy_obs: bool = True,
-                 max_episode_steps: int | None = None, render_mode: str | None = None):
+                 max_episode_steps: int | None = None, render_mode: str | None = None,
+                 treatment_effect: bool = True):
         if max_episode_steps is not None:
             horizon = max_episode_steps
         self.sim = Simulator(scenario, num_envs, horizon, customer_offset)
@@ -120,6 +176,7 @@ class PopulationEnv(VectorEnv):
         self.autoreset_mode = mode
         self.render_mode = render_mode
         self.include_latent = include_latent
+        self.treatment_effect = bool(treatment_effect)
         self.num_envs = self.sim.n
         low, high = observation_bounds(self.sim.model)
         self.single_observation_space = spaces.Box(low, high, dtype=np.float32)
@@ -193,7 +250,7 @@ class PopulationEnv(VectorEnv):
         restart = np.flatnonzero(self._needs_reset)
         if restart.size:  # rows done last step: their action is ignored, reward 0
             plan[:, restart] = 0
-        out = self.sim.step(plan)
+        out = self.sim.step(plan, treatment_effect=self.include_latent and self.treatment_effect)
         if restart.size:
             self._zero_rows(out, restart)
             self.sim.state.episode[restart] += 1
@@ -225,8 +282,31 @@ class PopulationEnv(VectorEnv):
     @staticmethod
     def _zero_rows(out, rows: np.ndarray) -> None:
         for name in ("profit", "revenue", "orders", "discount_cost", "contact_cost", "media_cost",
-                     "channel", "offer", "opted_out", "dropped_out"):
-            getattr(out, name)[rows] = 0
+                     "mass_media_cost", "channel", "offer", "opted_out", "converted", "dropped_out",
+                     "orders_offline", "treatment_effect"):
+            value = getattr(out, name)
+            if value is not None:
+                value[rows] = 0
+
+    # ---- population-level controls (the same for every customer) ---------------------------
+    def set_mass_media_budget(self, budget: float | None) -> None:
+        """Spend ``budget`` dollars per person on mass media each week from the next step on
+        (``None``: back to the scenario's ``mass_media.budget_schedule``). It lasts across
+        resets; the market's stocks restart from steady state at the reference budget on reset.
+
+        Raises ``ValueError`` for a negative or non-finite budget, or a scenario without mass media.
+        """
+        self.sim.set_mass_media_budget(budget)
+
+    @property
+    def mass_media_budget(self) -> float:
+        """The budget the next step spends, $ per person."""
+        return self.sim.market.budget() if self.sim.market.enabled else 0.0
+
+    @property
+    def brand_awareness(self) -> float:
+        """The market's brand awareness going into the next step (feature ``brand_awareness``)."""
+        return float(self.sim.market.awareness)
 
     # ---- analysis helpers -----------------------------------------------------------------
     def expected_myopic_profit(self, actions: np.ndarray) -> np.ndarray:

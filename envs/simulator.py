@@ -20,6 +20,7 @@ from envs.dynamics import (
     expected_myopic_profit,
     transition,
 )
+from envs.market import Market
 from envs.scenario import Scenario, get_scenario
 from envs.state import PopulationState, allocate, draw_customers
 
@@ -31,7 +32,8 @@ def check_positive_int(name: str, value: Any, valid: str = ">= 1") -> int:
 
 
 class Simulator:
-    """A population of ``n`` customers with global indices ``customer_offset + arange(n)``."""
+    """A population of ``n`` customers with global indices ``customer_offset + arange(n)``, and
+    the market (mass media, awareness) they live in."""
 
     def __init__(self, scenario: str | Scenario, n: int, horizon: int, customer_offset: int = 0):
         self.scenario = get_scenario(scenario)
@@ -48,6 +50,7 @@ class Simulator:
         self.seed: int | None = None
         self.alive_prob = np.ones(self.n, np.float32)
         self.nvec = np.array(self.model.nvec, dtype=np.int64)
+        self.market = Market(self.scenario)
 
     # ---- episodes ----------------------------------------------------------------------
     def reset(self, seed: int | None) -> None:
@@ -62,6 +65,7 @@ class Simulator:
             self.state.episode[:] = 0
         else:
             self.state.episode += 1
+        self.market.reset()
         self.reset_rows(np.arange(self.n))
 
     def reset_rows(self, rows: np.ndarray) -> None:
@@ -88,15 +92,19 @@ class Simulator:
                 f"got {a.shape}")
         return as_plan(a, self.nvec)
 
-    def step(self, plan: np.ndarray) -> Outcome:
-        """One week under a plan from :meth:`check_action`."""
-        out = transition(self.model, self.state, plan)
+    def step(self, plan: np.ndarray, treatment_effect: bool = False) -> Outcome:
+        """One week under a plan from :meth:`check_action` (``treatment_effect``: also compute
+        each row's true myopic treatment effect, :func:`envs.dynamics.transition`)."""
+        out = transition(self.model, self.state, plan, self.market.step(), treatment_effect)
         self.alive_prob = obs_mod.p_alive(self.model, self.state)
-        obs_mod.update_stage(self.state, self.alive_prob, out.orders > 0)
+        seen = out.orders > 0 if out.orders_offline is None or self.scenario.omnichannel.observe_offline \
+            else out.orders > out.orders_offline
+        obs_mod.update_stage(self.state, self.alive_prob, seen)
         return out
 
     def observe(self, out: np.ndarray | None = None) -> np.ndarray:
-        return obs_mod.observe(self.model, self.state, self.alive_prob, self.horizon, out)
+        return obs_mod.observe(self.model, self.state, self.alive_prob, self.horizon, out,
+                               self.market.awareness)
 
     def action_mask(self) -> np.ndarray:
         return obs_mod.action_mask(self.model, self.state)
@@ -110,7 +118,8 @@ class Simulator:
 
     def expected_myopic_profit(self, action: np.ndarray) -> np.ndarray:
         """Latent-truth expected profit of ``action`` this week, per customer (oracle/regret)."""
-        return expected_myopic_profit(self.model, self.state, self.check_action(action))
+        return expected_myopic_profit(self.model, self.state, self.check_action(action),
+                                      self.market.preview())
 
     def info(self, out: Outcome | None, include_latent: bool = True) -> dict[str, Any]:
         """Per-customer info arrays: reward components, KPIs, the action mask, latent truth."""
@@ -119,7 +128,11 @@ class Simulator:
             info.update(
                 revenue=out.revenue, orders=out.orders, contact_cost=out.contact_cost,
                 discount_cost=out.discount_cost, media_cost=out.media_cost,
-                channel=out.channel, offer=out.offer, opted_out=out.opted_out)
+                mass_media_cost=out.mass_media_cost, channel=out.channel, offer=out.offer,
+                opted_out=out.opted_out, converted=out.converted)
+            if out.orders_offline is not None:
+                info["orders_offline"] = out.orders_offline
+        info["market"] = self.market.summary()
         if include_latent:
             s = self.state
             latent = {
@@ -127,8 +140,20 @@ class Simulator:
                 "base_rate": s.rate,
                 "p_alive_model": self.alive_prob,
             }
+            if s.rate_drift.size:
+                latent["rate_drift"] = s.rate_drift
+            if s.trust.size:
+                latent["trust"] = s.trust
+            if s.online_share.size:
+                latent["online_share"] = s.online_share
             if out is not None:
                 latent["purchase_rate"] = out.purchase_rate
                 latent["dropped_out"] = out.dropped_out
+                if out.treatment_effect is not None:
+                    latent["treatment_effect"] = out.treatment_effect
             info["latent"] = latent
         return info
+
+    def set_mass_media_budget(self, budget: float | None) -> None:
+        """Mass-media budget ($ per person per week) from the next step on; None: the schedule."""
+        self.market.set_budget(budget)

@@ -58,7 +58,14 @@ class PopulationState:
     offer_bits: np.ndarray  # (n,) uint8 — delivered offers in the last 8 weeks
     redeem_bits: np.ndarray  # (n,) uint8 — weeks with a redeemed discount, last 8 weeks
     last_offer: np.ndarray  # (n,) int16 — row week of the last delivered offer, or NEVER
-    stage: np.ndarray  # (n,) int8 — lifecycle stage code (envs.observation.STAGES)
+    stage: np.ndarray  # (n,) int8 — lifecycle stage code (envs.observation.STAGES, PROSPECT)
+    belief: np.ndarray  # (n,) int8 — the firm's guess of the favourite category (observable)
+    # Mechanisms that can be off hold arrays of length 0 when off (they cost no memory):
+    prospect: np.ndarray  # (n,) bool — has not bought yet (prospects.share > 0)
+    rate_drift: np.ndarray  # (n,) float32 — OU log-rate deviation z (drift.rate_sigma > 0)
+    taste_drift: np.ndarray  # (K, n) float32 — OU log-taste deviations (drift.preference_sigma > 0)
+    trust: np.ndarray  # (n,) float32 — privacy tolerance in [0, 1] (privacy.enabled)
+    online_share: np.ndarray  # (n,) float32 — share of orders made online (omnichannel.enabled)
 
     @property
     def n(self) -> int:
@@ -74,9 +81,13 @@ class PopulationState:
     def take(self, rows: np.ndarray) -> PopulationState:
         """A new state holding only ``rows`` (used for sub-populations and tests)."""
         out = {}
+        n = self.n
         for f in fields(self):
             a = getattr(self, f.name)
-            out[f.name] = a[:, rows].copy() if a.ndim == 2 else a[rows].copy()
+            if a.shape[-1] != n:  # a mechanism that is off
+                out[f.name] = a.copy()
+            else:
+                out[f.name] = a[:, rows].copy() if a.ndim == 2 else a[rows].copy()
         return PopulationState(**out)
 
 
@@ -94,18 +105,58 @@ def allocate(scenario: Scenario, n: int) -> PopulationState:
         media_response=z(n, f4), ref_price=np.ones(n, f4), conditioning=z(n, f4),
         pantry=z(n, f4), satisfaction=z(n, f4), category_pref=z((K, n), f4),
         offer_bits=z(n, np.uint8), redeem_bits=z(n, np.uint8),
-        last_offer=np.full(n, NEVER, np.int16), stage=z(n, np.int8),
+        last_offer=np.full(n, NEVER, np.int16), stage=z(n, np.int8), belief=z(n, np.int8),
+        prospect=z(n if scenario.prospects.share > 0 else 0, bool),
+        rate_drift=z(n if scenario.drift.rate_sigma > 0 else 0, f4),
+        taste_drift=z((K, n if scenario.drift.preference_sigma > 0 else 0), f4),
+        trust=z(n if scenario.privacy.enabled else 0, f4),
+        online_share=z(n if scenario.omnichannel.enabled else 0, f4),
     )
+
+
+def effective_tastes(scenario: Scenario, s: PopulationState, rows: np.ndarray) -> np.ndarray:
+    """Category preference shares (K, len(rows)) today: the base taste, tilted by taste drift."""
+    w = s.category_pref[:, rows]
+    if s.taste_drift.shape[1] == 0:
+        return w
+    w = w * np.exp(s.taste_drift[:, rows])
+    w /= w.sum(axis=0)
+    return w
+
+
+def guess_favourite(scenario: Scenario, s: PopulationState, rows: np.ndarray, n_seen: np.ndarray,
+                    week: np.ndarray | int, mechanism: int) -> np.ndarray:
+    """The firm's guess (int8) of the favourite category of ``rows`` after ``n_seen`` observed
+    orders: right with probability 1 − (1 − 1/K)·exp(−n_seen / belief_orders), else one of the
+    other categories at random."""
+    K = scenario.offers.n_categories
+    top = np.argmax(effective_tastes(scenario, s, rows), axis=0).astype(np.int8)
+    if K == 1:
+        return top
+    keys = s.key[rows]
+    right = 1.0 - (1.0 - 1.0 / K) * np.exp(-np.asarray(n_seen, np.float32)
+                                             / np.float32(scenario.offers.belief_orders))
+    wrong = noise.uniform(keys, week, mechanism, 0) >= right
+    shift = 1 + np.minimum((noise.uniform(keys, week, mechanism, 1) * (K - 1)).astype(np.int8), K - 2)
+    top[wrong] = (top[wrong] + shift[wrong]) % K
+    return top
 
 
 def draw_customers(scenario: Scenario, state: PopulationState, rows: np.ndarray, seed: int) -> None:
     """(Re)draw the customers in ``rows`` for their current ``customer_id`` and ``episode``.
 
     Each customer's tenure is uniform on ``scenario.initial_tenure_weeks``; their history over
-    that tenure is drawn exactly from BG/NBD (N ~ Poisson(λT) purchase opportunities, death after
-    repeat purchase J ~ Geometric(p), x = min(N, J), t_x = T·Beta(x, N − x + 1)) and their spend
-    over x + 1 purchases from Gamma-Gamma. Only draws keyed by the row's own (seed, customer,
-    episode) are used, so a row is the same customer in any population.
+    that tenure is drawn exactly from the purchase model and their spend over x + 1 purchases
+    from Gamma-Gamma:
+
+    * BG/NBD (``after_purchase``): N ~ Poisson(λT) purchase opportunities, death after repeat
+      purchase J ~ Geometric(p), x = min(N, J), t_x = T·Beta(x, N − x + 1);
+    * sBG (``weekly``): cancellation at the end of week D ~ Geometric(θ), active time
+      A = min(T, D), x ~ Poisson(λA), t_x = A·U^(1/x) (the last of x uniform purchase times).
+
+    Prospects (``prospects.share``) have no history and are reachable only through paid media.
+    Only draws keyed by the row's own (seed, customer, episode) are used, so a row is the same
+    customer in any population.
     """
     rows = np.asarray(rows, dtype=np.int64)
     if rows.size == 0:
@@ -115,8 +166,8 @@ def draw_customers(scenario: Scenario, state: PopulationState, rows: np.ndarray,
     state.key[rows] = key
     state.week[rows] = 0
 
-    def u64(mech: int) -> np.ndarray:
-        return noise.uniform64(key, 0, mech)
+    def u64(mech: int, draw: int = 0) -> np.ndarray:
+        return noise.uniform64(key, 0, mech, draw)
 
     lo, hi = scenario.initial_tenure_weeks
     tenure = lo + (hi - lo) * u64(M.INIT_TENURE)
@@ -124,17 +175,34 @@ def draw_customers(scenario: Scenario, state: PopulationState, rows: np.ndarray,
     p = special.betaincinv(pm.a, pm.b, u64(M.INIT_DROPOUT))
     nu = special.gammaincinv(pm.q, u64(M.INIT_SPEND_RATE)) / pm.gamma
 
-    n_opp = noise.poisson_inverse(lam * tenure, u64(M.INIT_HISTORY_COUNT))
     with np.errstate(divide="ignore"):
         death_at = np.ceil(np.log(u64(M.INIT_HISTORY_DEATH)) / np.log1p(-np.minimum(p, 1 - 1e-12)))
     death_at = np.maximum(death_at, 1)
-    x = np.minimum(n_opp, death_at)
-    alive = death_at > n_opp
-    t_x = np.zeros_like(tenure)
-    has = x > 0
-    t_x[has] = tenure[has] * special.betaincinv(
-        x[has], n_opp[has] - x[has] + 1, u64(M.INIT_HISTORY_LAST)[has])
+    if pm.contractual:
+        active = np.minimum(tenure, death_at)
+        alive = death_at > tenure
+        x = noise.poisson_inverse(lam * active, u64(M.INIT_HISTORY_COUNT))
+        t_x = np.zeros_like(tenure)
+        has = x > 0
+        t_x[has] = active[has] * u64(M.INIT_HISTORY_LAST)[has] ** (1.0 / x[has])
+    else:
+        n_opp = noise.poisson_inverse(lam * tenure, u64(M.INIT_HISTORY_COUNT))
+        x = np.minimum(n_opp, death_at)
+        alive = death_at > n_opp
+        t_x = np.zeros_like(tenure)
+        has = x > 0
+        t_x[has] = tenure[has] * special.betaincinv(
+            x[has], n_opp[has] - x[has] + 1, u64(M.INIT_HISTORY_LAST)[has])
     spend = special.gammaincinv(pm.p * (x + 1), u64(M.INIT_HISTORY_SPEND)) / nu
+
+    if scenario.omnichannel.enabled:
+        om = scenario.omnichannel
+        share = special.betaincinv(om.online_share_mean * om.online_share_concentration,
+                                   (1 - om.online_share_mean) * om.online_share_concentration,
+                                   u64(M.INIT_ONLINE_SHARE))
+        state.online_share[rows] = share
+        if not om.observe_offline:
+            x, t_x, spend = _online_history(key, x, t_x, share, nu, pm.p)
 
     state.rate[rows] = lam
     state.p_drop[rows] = p
@@ -145,17 +213,11 @@ def draw_customers(scenario: Scenario, state: PopulationState, rows: np.ndarray,
     state.T[rows] = tenure
     state.spend_total[rows] = spend
 
-    shares = np.array([c.optin_share for c in scenario.channels])
     for c, ch in enumerate(scenario.channels):
         z = noise.normal(key, 0, M.INIT_RESPONSE + c)
         state.response[c, rows] = np.minimum(ch.response_median * np.exp(ch.response_sigma * z),
                                              RESPONSE_CAP)
-        state.optin[c, rows] = u64(M.INIT_OPTIN + c) < ch.optin_share
-    # Every customer in the base is reachable somewhere at the start (they gave an address or an
-    # e-mail with their first order): the unreachable get the most common channel.
-    none = ~state.optin[:, rows].any(axis=0)
-    if np.any(none):
-        state.optin[int(np.argmax(shares)), rows[none]] = True
+    state.optin[:, rows] = initial_optin(scenario, key)
     media = scenario.media
     state.media_response[rows] = np.minimum(media.response_median * np.exp(
         media.response_sigma * noise.normal(key, 0, M.INIT_MEDIA_RESPONSE)), RESPONSE_CAP)
@@ -177,3 +239,72 @@ def draw_customers(scenario: Scenario, state: PopulationState, rows: np.ndarray,
     state.redeem_bits[rows] = 0
     state.last_offer[rows] = NEVER
     state.stage[rows] = 0
+
+    dm = scenario.drift
+    if dm.rate_sigma > 0:
+        state.rate_drift[rows] = dm.rate_sigma * noise.normal(key, 0, M.INIT_DRIFT_RATE)
+    if dm.preference_sigma > 0:
+        for k in range(K):
+            state.taste_drift[k, rows] = dm.preference_sigma * noise.normal(key, 0, M.INIT_DRIFT_PREF, k)
+    if scenario.privacy.enabled:
+        pv = scenario.privacy
+        state.trust[rows] = special.betaincinv(pv.trust_a, pv.trust_b, u64(M.INIT_TRUST))
+
+    n_seen = x + 1
+    if scenario.prospects.share > 0:
+        pros = u64(M.INIT_PROSPECT) < scenario.prospects.share
+        state.prospect[rows] = pros
+        pr = rows[pros]
+        state.alive[pr] = False  # not a customer yet: no purchases until conversion
+        state.x[pr] = 0
+        state.t_x[pr] = 0
+        state.T[pr] = 0
+        state.spend_total[pr] = 0
+        state.optin[:, pr] = False
+        state.optin[scenario.channel_names.index("paid_media"), pr] = True
+        n_seen = np.where(pros, 0, n_seen)
+    state.belief[rows] = guess_favourite(scenario, state, rows, n_seen, 0, M.INIT_BELIEF)
+
+
+def initial_optin(scenario: Scenario, key: np.ndarray) -> np.ndarray:
+    """Consent per channel (C, len(key)) as given with the first order. Every customer is
+    reachable somewhere (they left an address or an e-mail): the unreachable get the most common
+    channel."""
+    shares = np.array([c.optin_share for c in scenario.channels])
+    optin = np.stack([noise.uniform64(key, 0, M.INIT_OPTIN + c) < ch.optin_share
+                      for c, ch in enumerate(scenario.channels)])
+    optin[int(np.argmax(shares)), ~optin.any(axis=0)] = True
+    return optin
+
+
+def _online_history(key: np.ndarray, x: np.ndarray, t_x: np.ndarray, share: np.ndarray,
+                    nu: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The part of a drawn history the firm sees when it sees online orders only.
+
+    Each of the x repeat purchases is online with probability ω (k ~ Binomial(x, ω)); the online
+    ones are a uniformly random k-subset, so the last of them is purchase number M with
+    P(M ≤ m) = C(m, k)/C(x, k); the purchases before the last (at t_x) are uniform on (0, t_x), so
+    purchase M < x happened at t_x·Beta(M, x − M). The seen spend is that of the first order plus
+    the k online repeats: Gamma(p·(k + 1), ν).
+    """
+    k = noise.binomial_inverse(x, share, noise.uniform64(key, 0, M.INIT_ONLINE_COUNT))
+    last = x.astype(np.int64).copy()  # position of the last online purchase
+    u = noise.uniform64(key, 0, M.INIT_ONLINE_LAST, 0)
+    cdf = np.ones(x.shape)
+    active = np.flatnonzero((k > 0) & (k < x))
+    while active.size:  # walk down from m = x while P(M <= m - 1) still covers u
+        m = last[active]
+        below = cdf[active] * (m - k[active]) / m
+        step = below >= u[active]
+        cdf[active[step]] = below[step]
+        last[active[step]] -= 1
+        active = active[step]
+    t_seen = np.where(k > 0, t_x, 0.0)
+    early = np.flatnonzero((k > 0) & (last < x))
+    if early.size:
+        t_seen[early] = t_x[early] * special.betaincinv(
+            last[early], x[early] - last[early], noise.uniform64(key[early], 0, M.INIT_ONLINE_LAST, 1))
+    spend = special.gammaincinv(p * (k + 1), noise.uniform64(key, 0, M.INIT_ONLINE_SPEND)) / nu
+    return k.astype(np.float64), t_seen, spend
+
+
