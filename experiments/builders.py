@@ -187,10 +187,49 @@ def check_agent(agent_cfg: AgentConfig, env_cfg: EnvConfig) -> None:
                          f"agent.params={dict(agent_cfg.params)}: {err}") from err
 
 
+def expand_arms(spec: Any, schema: DecisionSchema) -> np.ndarray:
+    """Candidate joint actions from config: a list of ``[channel, offer, spend]`` triples, or a
+    mapping ``{channel: [...], offer: [...], spend: [...]}`` of allowed values per dimension
+    (names as in the schema, ``none`` for no contact / no offer, or indices; a missing key allows
+    every value) expanded to their product. Arms with an offer but no contact are dropped (an
+    offer needs a contact to travel)."""
+    if not isinstance(spec, dict):
+        return np.asarray(spec, dtype=np.int64)
+    unknown = sorted(set(spec) - {"channel", "offer", "spend"})
+    if unknown:
+        raise ValueError(f"agent.params.arms: unknown key(s) {unknown}; valid: channel, offer, spend")
+    names = (("none", *schema.channel_names), tuple(schema.offer_names), None)
+    allowed = []
+    for d, key in enumerate(("channel", "offer", "spend")):
+        values = spec.get(key)
+        if values is None:
+            allowed.append(list(range(schema.nvec[d])))
+            continue
+        idx = []
+        for v in values:
+            if isinstance(v, str):
+                if names[d] is None or v not in names[d]:
+                    raise ValueError(f"agent.params.arms.{key}: unknown value {v!r}; valid: "
+                                     f"{', '.join(names[d]) if names[d] else f'0..{schema.nvec[d] - 1}'}")
+                idx.append(names[d].index(v))
+            elif 0 <= int(v) < schema.nvec[d]:
+                idx.append(int(v))
+            else:
+                raise ValueError(f"agent.params.arms.{key}: index {v} outside 0..{schema.nvec[d] - 1}")
+        allowed.append(sorted(set(idx)))
+    arms = np.array([(c, o, m) for c in allowed[0] for o in allowed[1] for m in allowed[2]
+                     if c > 0 or o == 0], dtype=np.int64)
+    if len(arms) == 0:
+        raise ValueError("agent.params.arms allows no action")
+    return arms
+
+
 def _call_with_injection(target: Any, params: dict[str, Any], schema: DecisionSchema, env: Any | None,
                          seed: int | None = None) -> Any:
     named, _ = _signature_params(target)
     kwargs = dict(params)
+    if isinstance(kwargs.get("arms"), dict | list):
+        kwargs["arms"] = expand_arms(kwargs["arms"], schema)
     if "seed" in named and seed is not None:
         kwargs.setdefault("seed", seed)
     if "horizon" in named and env is not None:

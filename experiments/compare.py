@@ -17,7 +17,7 @@ Writes ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.png`` to ``--ou
 
 API: :func:`leaderboard` (from a :class:`experiments.evaluation.Summary`),
 :func:`runs_of_experiment`, :func:`collect_blocks`, :func:`leaderboard_from_runs`,
-:func:`to_markdown`, :func:`log_leaderboard_to_run`.
+:func:`to_markdown`, :func:`log_leaderboard_to_run`; :func:`run` is the CLI returning the table.
 """
 
 from __future__ import annotations
@@ -252,7 +252,13 @@ def log_leaderboard_to_run(tracking_uri: str, run_id: str, child_run_ids: Sequen
 
 
 # ------------------------------------------------------------------------------------ CLI
-def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script ``rapport-compare`` (exit status 0, 2 for unusable input)."""
+    run(argv)
+
+
+def run(argv: Sequence[str] | None = None) -> pd.DataFrame:
+    """Parse ``argv`` like the console script, print and write the leaderboard, return it."""
     from experiments.tracking import resolve_tracking_uri
 
     ap = argparse.ArgumentParser(prog="rapport-compare", description=__doc__.split("\n")[0])

@@ -88,6 +88,15 @@ def _drop_hydra(cfg):
     return OmegaConf.create(c)
 
 
+def test_arms_from_config_expand_to_the_allowed_product():
+    s = to_settings(compose_cfg(["agent=linucb_owned", *FAST]))
+    schema = builders.schema_of(builders.make_env(s.env, customers=1))
+    arms = builders.expand_arms(s.agent.params["arms"], schema)
+    assert len(arms) == 1 + 3 * schema.nvec[1]  # no contact, or one of 3 channels with any offer
+    assert set(arms[:, 0]) == {0, 1, 2, 3} and set(arms[:, 2]) == {0}
+    assert not ((arms[:, 0] == 0) & (arms[:, 1] > 0)).any()
+
+
 def test_evaluate_config_composes():
     s = to_settings(compose_cfg(["policies=[abc]", *FAST], config_name="evaluate"))
     assert s.policies == ["abc"] and s.evaluation.baseline.name == "do_nothing"
@@ -149,6 +158,7 @@ def no_work(monkeypatch, tmp_path):
     ("+env.overrides.not_a_field=1", ValueError, "not_a_field"),
     ("+agent.params.alpah=1", ValueError, "alpah"),
     ("agent.params.ridge=0", ValueError, "ridge"),
+    ("+agent.params.arms={channel: [fax]}", ValueError, "fax"),
     ("evaluation.confidence=1.5", ValueError, "evaluation.confidence"),
     ("train.timesteps=0", ValueError, "train.timesteps"),
     ("agent@evaluation.baseline=linucb", ValueError, "evaluation.baseline"),

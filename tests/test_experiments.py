@@ -178,7 +178,7 @@ def test_a_failing_multirun_ends_its_parent_failed(store, tmp_path):
 
 
 def test_compare_prints_and_writes_a_paired_leaderboard(multirun, store, tmp_path, capsys):
-    board = compare.main(["--experiment", "multirun", "--tracking-uri", store, "--out", str(tmp_path)])
+    board = compare.run(["--experiment", "multirun", "--tracking-uri", store, "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "| rank | policy" in printed and "do_nothing (baseline)" in printed
     assert {p.name for p in tmp_path.iterdir()} == {"leaderboard.md", "leaderboard.csv", "leaderboard.png"}
@@ -198,7 +198,7 @@ def test_compare_refuses_runs_from_different_worlds(store):
         train.run(compose_cfg(["agent=mass", "debug=fast", f"env.customers={n}", f"tracking.uri={store}",
                                "tracking.experiment=mixed", "tracking.log_model=false", "tracking.log_plots=false"]))
     with pytest.raises(SystemExit):
-        compare.main(["--experiment", "mixed", "--tracking-uri", store, "--all-runs", "--out", "/dev/null/x"])
+        compare.run(["--experiment", "mixed", "--tracking-uri", store, "--all-runs", "--out", "/dev/null/x"])
     runs = compare.runs_of_experiment(store, "mixed", all_runs=True)
     with pytest.raises(ValueError, match="different worlds"):
         compare.collect_blocks(store, runs)
