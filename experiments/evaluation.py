@@ -70,7 +70,7 @@ def _kpi_table() -> list[tuple[str, str, str]]:
     rows += [
         ("short_term_profit", "kpi/short_term_profit_per_customer", "Profit in the first `evaluation.short_term_weeks` weeks (default: this week) per customer ($)."),
         ("discounted_profit", "kpi/discounted_profit_per_customer", "Profit over the horizon discounted at `evaluation.annual_discount_rate` ($)."),
-        ("residual_clv", "kpi/residual_clv_per_customer", "Customer lifetime value left at the customer's last simulated week (the horizon, or the week they became unreachable): expected discounted future profit from latent truth (alive, purchase rate, drop-out probability, spend) without further marketing, discounted to week 0 ($)."),
+        ("residual_clv", "kpi/residual_clv_per_customer", "Customer lifetime value left at the customer's last simulated week (the horizon, or the week they became unreachable): expected discounted future profit from latent truth (alive, purchase rate, drop-out or churn probability, spend, subscription fee) without further marketing, discounted to week 0; prospects count 0 ($)."),
         ("lifetime_value", "kpi/lifetime_value_per_customer", "Long-term value: discounted profit over the horizon + residual CLV at the horizon ($)."),
         ("churned", "kpi/churned_share", "Share of customers who (latently) dropped out during the horizon."),
         ("unreachable", "kpi/unreachable_share", "Share of customers who opted out of every channel (their episode ended early)."),
@@ -127,19 +127,35 @@ class EvalSettings:
 def residual_clv(env: envs.PopulationEnv, rows: np.ndarray, weekly_discount: float) -> np.ndarray:
     """Expected discounted future profit of ``rows`` from now on, from latent truth, no marketing.
 
-    A live BG/NBD customer buys at rate λ and drops out with probability p after each purchase,
-    so the number of future purchases is geometric and, with continuous discounting δ
-    (``weekly_discount = e^{-δ}``), ``E[Σ_k e^{-δ S_k}] = q / (1 − (1−p) q)`` with
-    ``q = λ / (λ + δ)``. Each order is worth margin × E[order value] = margin × p_GG / ν.
+    Each order is worth margin × E[order value] = margin × p_GG / ν; a subscription fee earns
+    margin × fee for every week the customer is alive at its start.
+
+    * Non-contractual (BG/NBD: a live customer buys at rate λ and dies with probability p after
+      each purchase): the number of future purchases is geometric, so with continuous
+      discounting δ (``weekly_discount = e^{-δ}``) ``E[Σ_k e^{-δ S_k}] = q / (1 − (1−p) q)``,
+      ``q = λ / (λ + δ)``; the lifetime is Exp(λp), worth ``1 / (λp + δ)`` discounted weeks.
+    * Contractual (weekly sBG churn θ = p): alive at the start of week t with probability
+      ``(1−θ)^(t−1)``, so the weekly value (fee + λ × order value) × margin is worth
+      ``d / (1 − d (1−θ))`` with ``d = weekly_discount``.
+
+    Prospects (no purchase yet) and dead customers are worth 0 here: a conservative residual.
     """
-    s, sc = env.sim.state, env.scenario.purchase
+    s, pm = env.sim.state, env.scenario.purchase
     lam = s.rate[rows].astype(np.float64)
     p_drop = np.clip(s.p_drop[rows].astype(np.float64), 1e-6, 1.0)
-    delta = max(-math.log(weekly_discount), 1e-12)
-    q = lam / (lam + delta)
-    purchases = q / (1.0 - (1.0 - p_drop) * q)
-    order_profit = sc.gross_margin * sc.p / s.spend_rate[rows].astype(np.float64)
-    return np.where(s.alive[rows], purchases * order_profit, 0.0)
+    order_profit = pm.gross_margin * pm.p / s.spend_rate[rows].astype(np.float64)
+    fee = pm.gross_margin * float(getattr(pm, "subscription_fee", 0.0))
+    if getattr(pm, "dropout_process", "after_purchase") == "weekly":
+        d = weekly_discount
+        value = (fee + lam * order_profit) * d / (1.0 - d * (1.0 - p_drop))
+    else:
+        delta = max(-math.log(weekly_discount), 1e-12)
+        q = lam / (lam + delta)
+        value = order_profit * q / (1.0 - (1.0 - p_drop) * q) + fee / (lam * p_drop + delta)
+    live = s.alive[rows].copy()
+    if s.prospect.size:
+        live &= ~s.prospect[rows]
+    return np.where(live, value, 0.0)
 
 
 @dataclass

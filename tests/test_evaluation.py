@@ -74,14 +74,18 @@ def test_decompositions_add_up():
     assert set(np.unique(v[:, col("churned")])) <= {0.0, 1.0}
 
 
-def test_residual_clv_matches_simulated_discounted_profit():
-    """Closed-form expected future profit of a population vs simulating it without marketing.
+@pytest.mark.parametrize("scenario", ["retail", "subscription"])
+def test_residual_clv_matches_simulated_discounted_profit(scenario):
+    """Closed-form expected future profit of a population vs simulating it without marketing
+    (BG/NBD drop-out for retail, weekly sBG churn and a fee for the subscription preset).
 
     A steep discount rate (200 %/year) makes 260 simulated weeks carry all but 0.4 % of the value.
     """
+    if scenario not in envs.PRESETS:
+        pytest.skip(f"no {scenario!r} preset")
     n, weeks, rate = 4000, 260, 2.0
     d = (1 + rate) ** (-1 / 52)
-    env = envs.PopulationEnv(num_envs=n, scenario=SCENARIO, horizon=weeks)
+    env = envs.PopulationEnv(num_envs=n, scenario=scenario, horizon=weeks)
     env.reset(seed=11)
     predicted = residual_clv(env, np.arange(n), d).mean()
     simulated = 0.0
