@@ -175,7 +175,10 @@ def main() -> None:
     mean = {k: float(np.mean(v)) for k, v in paired.items()}
     diff_same = np.array(paired["ours"]) - np.array(paired["ref_batched"])
     diff_row = np.array(paired["ours"]) - np.array(paired["ref"])
-    se = (lambda d: float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan"))
+
+    def se(d: np.ndarray) -> float:
+        return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+
     print(f"cumulative regret on the first {ref_rows} rows, mean over {args.seeds} streams: batched LinUCB "
           f"{mean['ours']:.1f}; reference with the same batch feedback {mean['ref_batched']:.1f} "
           f"(difference {diff_same.mean():+.1f} ± {se(diff_same):.1f} se); reference learning after every row "

@@ -234,13 +234,13 @@ def main() -> None:
     rows = {}
     print(f"\nretail scenario, {n} customers x {HORIZON} weeks, eval seed {args.eval_seed} (common random numbers); "
           "shared 2-core machine")
-    print(f"{'policy':<36} {'profit/customer':>16} {'vs mass marketing':>20}")
+    print(f"{'policy':<48} {'profit/customer':>16} {'vs mass marketing':>20}")
     for name, total in results.items():
         diff = total - base
         se = float(diff.std(ddof=1) / np.sqrt(n))
         rows[name] = {"profit_per_customer": float(total.mean()), "diff_vs_mass": float(diff.mean()),
                       "diff_se": se}
-        print(f"{name:<36} {total.mean():>16.3f} {diff.mean():>+13.3f} ± {se:.3f}")
+        print(f"{name:<48} {total.mean():>16.3f} {diff.mean():>+13.3f} ± {se:.3f}")
     summary = {"bench": "policies", "scenario": "retail", "customers": n, "weeks": HORIZON,
                "eval_seed": args.eval_seed, "train_seed": args.train_seed, "arms": args.arms,
                "bandit_episodes": args.bandit_episodes, "bandit_reward": args.bandit_reward,
