@@ -31,6 +31,29 @@ def test_gymnasium_and_sb3_checkers_pass_on_single_env():
     sb3_check_env(envs.CustomerEnv(customer_index=5), warn=True)
 
 
+@pytest.mark.parametrize("scenario", ["subscription", "fame", "privacy_sensitive"])
+def test_gymnasium_checker_passes_on_every_preset(scenario):
+    check_env(envs.CustomerEnv(scenario=scenario, customer_index=5), skip_render_check=True)
+
+
+def test_info_carries_costs_market_and_latent_truth():
+    env = envs.PopulationEnv(num_envs=50, scenario="fame", horizon=5)
+    _, info = env.reset(seed=1)
+    assert set(info["market"]) == {"week", "budget", "adstock", "awareness"}
+    _, reward, _, _, info = env.step(np.zeros((50, 3), np.int64))
+    for key in ("mass_media_cost", "converted", "orders_offline"):
+        assert info[key].shape == (50,)
+    for key in ("treatment_effect", "rate_drift", "online_share", "purchase_rate", "alive"):
+        assert info["latent"][key].shape == (50,)
+    assert (reward <= info["revenue"] - info["mass_media_cost"] + 1e-4).all()
+    quiet_rows = info["orders"] == 0  # no orders, no actions: the mass-media charge is the profit
+    np.testing.assert_array_equal(reward[quiet_rows], -info["mass_media_cost"][quiet_rows])
+    assert (info["mass_media_cost"] == env.scenario.mass_media.reference_budget).all()
+    quiet = envs.PopulationEnv(num_envs=50, horizon=5, include_latent=True, treatment_effect=False)
+    quiet.reset(seed=1)
+    assert "treatment_effect" not in quiet.step(np.zeros((50, 3), np.int64))[4]["latent"]
+
+
 def test_pickle_round_trip_keeps_the_trajectory():
     env = envs.PopulationEnv(num_envs=200)
     env.reset(seed=3)
