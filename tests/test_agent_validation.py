@@ -61,14 +61,15 @@ def test_mask_dtype_and_shape_errors(retail):
     schema, obs, mask = retail
     with pytest.raises(ValueError, match="must be bool"):
         DoNothing(schema).act(obs, np.random.default_rng(0), action_mask=mask.astype(np.int8))
-    with pytest.raises(ValueError, match=r"expected \(500, 18\)"):
+    with pytest.raises(ValueError, match=rf"expected \(500, {sum(schema.nvec)}\)"):
         DoNothing(schema).act(obs, np.random.default_rng(0), action_mask=mask[:, :-1])
 
 
 def test_all_forbidden_dimension_gives_do_nothing_and_is_counted(retail):
     schema, obs, mask = retail
     mask = mask.copy()
-    mask[:10, 6:14] = False  # rows 0-9: no offer value at all, not even "none"
+    c, o, _ = schema.nvec
+    mask[:10, c:c + o] = False  # rows 0-9: no offer value at all, not even "none"
     policy = UniformRandom(schema)
     actions, props = policy.act(obs, np.random.default_rng(1), action_mask=mask)
     assert (actions[:10] == 0).all() and (props[:10] == 1.0).all()
@@ -84,7 +85,7 @@ def test_all_forbidden_dimension_gives_do_nothing_and_is_counted(retail):
 def test_rule_fallback_onto_forbidden_value_raises(retail):
     schema, obs, mask = retail
     mask = mask.copy()
-    mask[:, 6] = False  # offer "none" forbidden, other offers allowed: a rule cannot fall back
+    mask[:, schema.nvec[0]] = False  # offer "none" forbidden, other offers allowed: a rule cannot fall back
     with pytest.raises(ValueError, match=r"forbids value 0 of dimension 1 \(offer\)"):
         MassMarketing(schema, every_k_weeks=2, phase=1).act(obs, np.random.default_rng(0), action_mask=mask)
 
@@ -93,7 +94,7 @@ def test_check_batch_finds_dead_rows(retail):
     schema, obs, mask = retail
     mask = mask.copy()
     assert check_batch(obs, mask, schema).dead_rows is None
-    mask[3, :6] = False
+    mask[3, :schema.nvec[0]] = False
     assert np.flatnonzero(check_batch(obs, mask, schema).dead_rows).tolist() == [3]
 
 
