@@ -63,7 +63,7 @@ from agents.constraints import BudgetConstraint
 from agents.validation import check_batch
 from envs.observation import FEATURE_NAMES, STAGES
 from experiments.evaluation import KPI_COLUMNS, ROLES, EvalSettings, Evaluation, residual_clv
-from experiments.launchers.ray_cluster import RayConfig, init_ray
+from experiments.launchers.ray_cluster import RayConfig, init_ray, shutdown_ray
 
 COL = {c: i for i, c in enumerate(KPI_COLUMNS)}
 STAGE_COLS = [FEATURE_NAMES.index(f"stage_{s}") for s in STAGES]
@@ -413,7 +413,7 @@ class ShardPool:
                 ray_api.kill(w)
             self.workers = []
             if self._owns_ray:
-                ray_api.shutdown()
+                shutdown_ray()
                 self._owns_ray = False
 
     def __enter__(self) -> ShardPool:

@@ -15,6 +15,7 @@ recorded 127.0.0.1 only, and every address passed below is 127.0.0.1.
 
 import ipaddress
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -100,6 +101,7 @@ def test_sharded_evaluation_of_1e5_customers_in_4_ray_shards_is_bit_identical(ra
     from experiments.sharding import COL, ShardPool
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    sigterm_before = signal.getsignal(signal.SIGTERM)
     n, horizon, seed = 100_000, 6, 11
     s = EvalSettings(envs.get_scenario("retail"), customers=n, horizon=horizon, seeds=(seed,), blocks=200)
     schema = schema_of(envs.PopulationEnv(num_envs=2))
@@ -114,7 +116,8 @@ def test_sharded_evaluation_of_1e5_customers_in_4_ray_shards_is_bit_identical(ra
         assert [hi - lo for _, _, lo, hi in pool.bounds] == [25_000] * 4
         sharded = pool.rollout(budgeted, seed, reducers=[OrdersReducer()], return_values=True)
         sharded_rfm = pool.rollout(rfm, seed, return_values=True)
-    assert not ray.is_initialized()  # the pool's own connection is closed
+    assert not ray.is_initialized()  # the pool's own connection is closed ...
+    assert signal.getsignal(signal.SIGTERM) is sigterm_before  # ... and ray.init's SIGTERM exit undone
 
     for policy, r in ((budgeted, sharded), (rfm, sharded_rfm)):
         ref = rollout(policy, s, seed)  # the single-process evaluator, whole population in one env

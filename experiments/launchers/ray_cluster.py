@@ -29,7 +29,9 @@ machine's real address for a multi-node cluster.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +150,7 @@ def _prepare_loopback(wanted: bool) -> None:
 
 def init_ray(cfg: RayConfig | None = None) -> bool:
     """Connect this process to Ray as ``cfg`` says. Returns True if it started a Ray session
-    (the caller then owns it and calls ``ray.shutdown()``), False if one was already running."""
+    (the caller then owns it and calls :func:`shutdown_ray`), False if one was already running."""
     cfg = cfg or RayConfig()
     address = resolve_address(cfg)
     loopback = is_loopback(address) if cfg.loopback is None else cfg.loopback
@@ -166,8 +168,25 @@ def init_ray(cfg: RayConfig | None = None) -> bool:
         kwargs.update(num_cpus=cfg.num_cpus, include_dashboard=False)  # temp dir: $RAY_TMPDIR
     else:
         kwargs["address"] = address
+    global _SIGTERM_BEFORE_INIT
+    _SIGTERM_BEFORE_INIT = signal.getsignal(signal.SIGTERM)
     ray.init(**kwargs)
     return True
+
+
+_SIGTERM_BEFORE_INIT: Any = None
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, then give SIGTERM back to the handler it had before :func:`init_ray`
+    (``ray.init`` installs one that exits the process, which would outlive the session)."""
+    import ray
+
+    ray.shutdown()
+    global _SIGTERM_BEFORE_INIT
+    if _SIGTERM_BEFORE_INIT is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _SIGTERM_BEFORE_INIT)
+    _SIGTERM_BEFORE_INIT = None
 
 
 def node_addresses() -> list[str]:

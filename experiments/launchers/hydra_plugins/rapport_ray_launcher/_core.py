@@ -41,7 +41,7 @@ from hydra.core.utils import (
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments.launchers.ray_cluster import RayConfig, init_ray
+from experiments.launchers.ray_cluster import RayConfig, init_ray, shutdown_ray
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         results = _collect(ray, jobs)
     finally:
         if owns_ray:
-            ray.shutdown()
+            shutdown_ray()
     _write_summary(sweep_dir / str(conf.get("summary_file") or "ray_launcher_summary.json"), jobs)
     return results
 
