@@ -2,11 +2,12 @@
 in-memory policy does on 10,000 random valid observations.
 
 * greedy: identical actions, propensities within 1e-5 (ONNX, torch.export .pt2, MLflow pyfunc)
-  for PPO behind VecNormalize, DQN on flattened actions, LinUCB, linear Thompson sampling and
-  epsilon-greedy (MaskablePPO in the slow tier); a decision may differ only where the in-memory
-  policy is itself indifferent at float32 precision (at most 5 rows; typically none);
-* explore: with the same seed the exported policy draws the same noise as the in-memory one, so
-  actions are identical too, and propensities agree within 1e-5;
+  for PPO behind VecNormalize, DQN on flattened actions and LinUCB (MaskablePPO, Thompson and
+  epsilon-greedy in the slow tier); a decision may differ only where the in-memory policy is
+  itself indifferent at float32 precision (at most 5 rows; typically none);
+* explore (PPO sampling and Thompson sampling; every other rule in the slow tier): with the same
+  seed the exported policy draws the same noise as the in-memory one, so actions are identical
+  too, and propensities agree within 1e-5;
 * the ONNX file runs in a process that imports only onnxruntime and numpy (checked with
   ``sys.modules``), through the standalone runtime file loaded by path.
 """
@@ -28,7 +29,6 @@ from experiments.export.modules import EligibilityRule
 from experiments.export.onnx import export_onnx
 from experiments.export.pyfunc import save_policy_model
 from experiments.export.samples import (
-    BANDIT_KINDS,
     SB3_KINDS,
     quick_bandit,
     quick_sb3_policy,
@@ -41,13 +41,14 @@ torch.set_num_threads(1)
 N_OBS = 10_000
 SEED = 11
 RUNTIME = Path(__file__).resolve().parents[1] / "experiments" / "export" / "decision_runtime.py"
-GREEDY = tuple((kind, "greedy") for kind in (*SB3_KINDS, *BANDIT_KINDS) if kind != "maskable_ppo")
-DEFAULT_PLAN = (*GREEDY, ("ppo_vecnormalize", "explore"), ("thompson", "explore"))
-"""Default tier: PPO behind VecNormalize, DQN and the three bandits greedy, and the two hardest
-exploration rules (sampling from a masked distribution behind VecNormalize; Thompson draws
-with Monte-Carlo propensities)."""
-SLOW_PLAN = (("maskable_ppo", "greedy"),
-             *((kind, "explore") for kind in ("maskable_ppo", "dqn", "linucb", "epsilon")))
+DEFAULT_PLAN = (("ppo_vecnormalize", "greedy"), ("ppo_vecnormalize", "explore"),
+                ("dqn", "greedy"), ("linucb", "greedy"), ("thompson", "explore"))
+"""Default tier: one export per code path -- SB3 actor behind VecNormalize (greedy, and sampling
+from the masked distribution), SB3 Q-network on flattened actions, the bandits' linear scorer
+(greedy), and Thompson sampling (posterior variance, noise inputs, Monte-Carlo propensities)."""
+SLOW_PLAN = (("maskable_ppo", "greedy"), ("maskable_ppo", "explore"), ("dqn", "explore"),
+             ("linucb", "explore"), ("thompson", "greedy"), ("epsilon", "greedy"),
+             ("epsilon", "explore"))
 MLFLOW_CASES = (("ppo_vecnormalize", "greedy"), ("linucb", "greedy"), ("thompson", "explore"))
 """The pyfunc serves the same ONNX graph through the runtime; one SB3, one bandit and one
 exploring export cover its record plumbing, validation and seeding."""
@@ -249,10 +250,10 @@ def test_the_checks_can_fail(reloaded):
     for name, case in cases.items():
         assert len({tuple(a) for a in case["ref_actions"]}) > 3, f"{name} acts almost constantly"
         assert case["indifferent"].sum() <= MAX_FRAGILE, f"{name}: too many near-ties to test"
-    for kind in ("ppo_vecnormalize", "thompson"):
-        greedy, explore = cases[f"{kind}-greedy"], cases[f"{kind}-explore"]
-        assert (explore["ref_propensity"] < 1).mean() > 0.1, kind
-        assert not (greedy["ref_actions"] == explore["ref_actions"]).all(), kind
+    greedy, explore = cases["ppo_vecnormalize-greedy"], cases["ppo_vecnormalize-explore"]
+    assert not (greedy["ref_actions"] == explore["ref_actions"]).all(axis=1).all()
+    for name in ("ppo_vecnormalize-explore", "thompson-explore"):
+        assert (cases[name]["ref_propensity"] < 1).mean() > 0.1, name
 
 
 @pytest.mark.slow
@@ -262,5 +263,5 @@ def test_every_exploration_rule_matches_in_every_format(tmp_path):
     assert report["forbidden"] == []
     for fmt in ("onnx", "pt2"):
         assert _compare(tmp_path, cases, fmt) == len(SLOW_PLAN)
-    for kind in ("dqn", "linucb", "epsilon"):
+    for kind in ("dqn", "linucb", "epsilon", "maskable_ppo"):
         assert (cases[f"{kind}-explore"]["ref_propensity"] < 1).any() == (kind != "linucb")

@@ -156,9 +156,15 @@ def run(cfg: DictConfig | dict[str, Any] | ExportConfig) -> ExportResult:
     return result
 
 
-@hydra.main(config_path="../../conf", config_name="export", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def main() -> None:
+    """Console script ``rapport-export`` (Hydra app over ``conf/export.yaml``)."""
+    config_path = str(Path(__file__).resolve().parents[2] / "conf")
+
+    @hydra.main(version_base="1.3", config_path=config_path, config_name="export")
+    def _app(cfg: DictConfig) -> None:
+        run(cfg)
+
+    _app()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""``rapport-export`` end to end: a real ``rapport-train`` run (debug settings, SQLite store in a
+temp dir) exported in every format, logged back to that run, registered with an alias, and
+loaded by ``models:/NAME@champion`` -- deciding as the policy the run logged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from experiments.config import register_configs
+from experiments.export.modules import EligibilityRule
+from experiments.export.samples import random_observations
+
+torch.set_num_threads(1)
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+NAME = "retention-policy"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export-cli")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    register_configs()
+    from experiments.train import run as train
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        train(compose("train", overrides=["agent=linucb", "debug=fast", "tracking.experiment=cli",
+                                          "tracking.log_plots=false", "progress=false"]))
+    mlflow.set_tracking_uri(uri)
+    run_id = mlflow.search_runs(experiment_names=["cli"]).run_id.iloc[0]
+    yield tmp, uri, run_id
+    mlflow.set_tracking_uri(None)
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+def test_rapport_export_run_registers_a_champion_that_decides_like_the_run(trained_run):
+    tmp, uri, run_id = trained_run
+    from experiments.export.cli import run as export
+    from experiments.policy_store import load_logged_policy
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("export", overrides=[f"run_id={run_id}", f"out_dir={tmp}/out",
+                                           "formats=[onnx,torchscript,mlflow]", f"register={NAME}"])
+    result = export(cfg)
+    assert {p.name for p in (tmp / "out").iterdir()} >= {
+        "policy.onnx", "policy.pt2", "policy_card.md", "policy_card.json", "export_spec.json"}
+    assert result.registered == {"name": NAME, "version": 1, "alias": "champion"}
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"  # resuming the run to log the model left it as it was
+    assert run.data.tags["export.model_uri"] == result.model_uri
+    logged = {f.path for f in client.list_artifacts(run_id, "export/greedy")}
+    assert {"export/greedy/policy.onnx", "export/greedy/policy_card.md"} <= logged
+    version = client.get_model_version_by_alias(NAME, "champion")
+    assert version.run_id == run_id and version.tags["mode"] == "greedy"
+
+    card = json.loads((tmp / "out" / "policy_card.json").read_text())
+    assert card["source"]["run_id"] == run_id
+    assert card["scenario"]["name"] == "retail" and card["scenario"]["version"]
+    profit = next(k for k in card["evaluation"]["kpis"] if k["key"] == "kpi/profit_per_customer")
+    assert profit["mean"] == pytest.approx(run.data.metrics["kpi/profit_per_customer"])
+    assert profit["ci_low"] <= profit["mean"] <= profit["ci_high"]
+    assert card["source"]["agent"]["name"] == "linucb"
+
+    source = load_logged_policy(f"runs:/{run_id}/policy")
+    obs = random_observations(source.schema, 300, np.random.default_rng(8))
+    mask = EligibilityRule.from_schema(source.schema.feature_names, source.schema.channel_names,
+                                       source.schema.nvec).mask(obs)
+    ref, ref_prop = source.act(obs, np.random.default_rng(0), action_mask=mask)
+    champion = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    frame = pd.DataFrame(obs, columns=list(source.schema.feature_names))
+    out = pd.DataFrame([d.model_dump() for d in champion.predict(frame)])
+    np.testing.assert_array_equal(out[["channel", "offer", "spend_level"]].to_numpy(), ref)
+    np.testing.assert_allclose(out["propensity"], ref_prop, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_console_script_exports_a_challenger(trained_run):
+    tmp, uri, run_id = trained_run
+    exe = Path(sys.executable).parent / "rapport-export"
+    proc = subprocess.run(
+        [str(exe), f"run_id={run_id}", "formats=[onnx,mlflow]", f"register={NAME}",
+         "alias=challenger", f"out_dir={tmp}/challenger", f"hydra.run.dir={tmp}/hydra"],
+        capture_output=True, text=True, timeout=600, cwd=tmp,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "CI": "true"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = mlflow.MlflowClient()
+    challenger = client.get_model_version_by_alias(NAME, "challenger")
+    assert challenger.run_id == run_id and challenger.aliases == ["challenger"]
+    assert (tmp / "challenger" / "policy.onnx").exists()
+    assert not (tmp / "challenger" / "policy.pt2").exists()
+    bad = subprocess.run([str(exe), f"run_id={run_id}", "formats=[onnx,tflite]",
+                          f"hydra.run.dir={tmp}/hydra-bad"], capture_output=True, text=True,
+                         timeout=600, cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    assert bad.returncode != 0 and "tflite" in bad.stderr
