@@ -8,8 +8,8 @@ RAY_TMPDIR; stopped at the end) unless ``--address`` names a running one.
 
 1. Evaluation throughput, customer-weeks/s, of an RFM policy under a global weekly budget
    (so the cross-shard budget reduce runs every week) on ``--customers`` customers for
-   ``--weeks`` weeks: in-process (the reference), 1 Ray shard and 2 Ray shards. Each Ray figure
-   is a second rollout on warm actors; actor start-up is reported separately. Scaling
+   ``--weeks`` weeks: in-process (the reference), 1 Ray shard and 2 Ray shards. Each figure is a
+   second rollout (warm memory, warm actors); actor start-up is reported separately. Scaling
    efficiency = throughput(2 shards) / (2 × throughput(1 shard)).
 2. A sweep of ``--jobs`` short ``rapport-train`` jobs (debug=fast, agents × seeds, MLflow in a
    temp SQLite store) run sequentially by Hydra's basic launcher vs through
@@ -50,6 +50,7 @@ def bench_evaluation(address: str, customers: int, weeks: int) -> dict[str, floa
     work = customers * weeks
     out: dict[str, float] = {}
     with ShardPool(settings, 1, executor="local") as pool:
+        pool.rollout(policy, 1)  # warm-up, as for the Ray pools below
         t = time.perf_counter()
         ref = pool.rollout(policy, 0)
         out["local_cw_per_s"] = work / (time.perf_counter() - t)
