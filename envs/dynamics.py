@@ -27,6 +27,7 @@ privacy multiplier of a personalized message. Mechanisms that are off skip their
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -228,9 +229,13 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
     if personalized.size:
         pr = rows[personalized]
         k = cat[personalized]
-        k = np.where(k == PERSONAL, s.belief[pr], k).astype(np.intp)
-        w = effective_tastes(sc, s, pr)
-        chosen = w[k, np.arange(pr.size)]
+        if model.offer_level.max() > 1:  # the personal offer names the firm's belief
+            k = np.where(k == PERSONAL, s.belief[pr], k)
+        if sc.privacy.enabled or s.taste_drift.size:
+            w = effective_tastes(sc, s, pr)
+            chosen = w[k, np.arange(pr.size)]
+        else:
+            chosen = s.category_pref[k, pr]
         log_mult[pr] += F4(of.recommendation_effect) * (F4(of.n_categories) * chosen - F4(1.0))
         if sc.privacy.enabled:
             creep = np.zeros(rows.size, F4)
@@ -444,18 +449,19 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
     outcome.orders_offline = orders_offline
     if alive_before is not None:
         outcome.treatment_effect = _treatment_effect(
-            model, s, mk, rate, market, alive_before, outcome.contact_cost + outcome.media_cost,
-            prospect_log_dense)
+            model, s, mk, rate, market, alive_before, outcome, prospect_log_dense)
     return outcome
 
 
 def _weekly_churn(model: CompiledScenario, s: PopulationState, dropped: np.ndarray) -> None:
-    """sBG cancellation: live subscriber i cancels with probability θ_i·exp(−γ_S·satisfaction)."""
-    live = np.flatnonzero(s.alive)
-    theta = s.p_drop[live] * np.exp(F4(-model.scenario.offers.satisfaction_retention)
-                                    * s.satisfaction[live])
-    cancel = noise.uniform(s.key[live], s.week[live], M.CHURN_WEEKLY) < theta
-    dropped[live[cancel]] = True
+    """sBG cancellation: live subscriber i cancels with probability θ_i·exp(−γ_S·satisfaction).
+    Dense: most rows of a subscription base are live."""
+    theta = s.satisfaction * F4(-model.scenario.offers.satisfaction_retention)
+    np.exp(theta, out=theta)
+    theta *= s.p_drop
+    cancel = noise.uniform(s.key, s.week, M.CHURN_WEEKLY) < theta
+    cancel &= s.alive
+    dropped |= cancel
 
 
 def _reminder(model: CompiledScenario, s: PopulationState, rows: np.ndarray, dropped: np.ndarray) -> None:
@@ -518,10 +524,16 @@ def _drift(model: CompiledScenario, s: PopulationState) -> None:
     if k == 1:
         due = slice(None)
         keys, week = s.key, s.week
+    elif k & (k - 1) == 0:  # a power of two: the low bits of int16 arithmetic are exact
+        phase = s.customer_id.astype(np.int16)
+        phase += s.week
+        phase &= np.int16(k - 1)
+        due = np.flatnonzero(phase == 0)
     else:
         phase = s.customer_id.astype(np.int32)  # wraps for ids >= 2**31: fine, only a phase
         phase += s.week
         due = np.flatnonzero(phase % np.int32(k) == 0)
+    if k > 1:
         if due.size == 0:
             return
         keys, week = s.key[due], s.week[due]
@@ -607,12 +619,12 @@ def _outcome(model: CompiledScenario, n: int, mk: Marketing, buyers: np.ndarray,
 
 
 def _treatment_effect(model: CompiledScenario, s: PopulationState, mk: Marketing, rate: np.ndarray,
-                      market: MarketWeek, alive: np.ndarray, cost: np.ndarray,
+                      market: MarketWeek, alive: np.ndarray, outcome: Outcome,
                       prospect_log: np.ndarray | None) -> np.ndarray:
     """Expected profit this week of the plan minus that of doing nothing, per row (myopic).
 
     ``rate`` and ``alive`` are this week's expected orders and who was alive at its start;
-    ``cost`` the dense contact + media costs; ``prospect_log`` (dense, None without prospects)
+    ``outcome`` holds the week's contact and media costs; ``prospect_log`` (dense, None without prospects)
     the marketing part of each prospect's log conversion hazard. Only rows the plan reaches can differ; contacted
     and media rows are handled as two index sets (a row in both gets the same full effect
     assigned twice), which is cheaper than forming their union.
@@ -632,13 +644,17 @@ def _treatment_effect(model: CompiledScenario, s: PopulationState, mk: Marketing
         gain -= base_orders * gm
         gain *= value
         if prospect_log is not None:  # a prospect's first order (prospects were not alive)
-            hit = ~alive[idx] & (prospect_log[idx] != 0)
-            if hit.any():
-                base_h = sc.prospects.conversion_rate * np.exp(market.prospect_lift)
-                plan_h = base_h * np.exp(prospect_log[idx[hit]].astype(np.float64))
-                gain[hit] = value[hit] * (-np.expm1(-plan_h) * (gm - mk.discount[idx[hit]])
-                                          + np.expm1(-base_h) * gm)
-        gain -= cost[idx]
+            hit = np.flatnonzero(prospect_log[idx] != 0)  # zero for customers
+            if hit.size:
+                ph = idx[hit]
+                base_h = sc.prospects.conversion_rate * math.exp(market.prospect_lift)
+                plan_p = np.exp(prospect_log[ph])
+                plan_p *= F4(-base_h)
+                np.expm1(plan_p, out=plan_p)  # −P(convert | plan)
+                gain[hit] = value[hit] * (F4(math.expm1(-base_h)) * gm
+                                          - plan_p * (gm - mk.discount[ph]))
+        gain -= outcome.contact_cost[idx]
+        gain -= outcome.media_cost[idx]
         te[idx] = gain
     return te
 

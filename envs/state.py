@@ -130,15 +130,32 @@ def guess_favourite(scenario: Scenario, s: PopulationState, rows: np.ndarray, n_
     orders: right with probability 1 − (1 − 1/K)·exp(−n_seen / belief_orders), else one of the
     other categories at random."""
     K = scenario.offers.n_categories
-    top = np.argmax(effective_tastes(scenario, s, rows), axis=0).astype(np.int8)
+    top = favourite(effective_tastes(scenario, s, rows))
     if K == 1:
         return top
     keys = s.key[rows]
-    right = 1.0 - (1.0 - 1.0 / K) * np.exp(-np.asarray(n_seen, np.float32)
-                                             / np.float32(scenario.offers.belief_orders))
+    right = np.asarray(n_seen, np.float32) * np.float32(-1.0 / scenario.offers.belief_orders)
+    np.exp(right, out=right)
+    right *= np.float32(-(1.0 - 1.0 / K))
+    right += np.float32(1.0)
     wrong = noise.uniform(keys, week, mechanism, 0) >= right
-    shift = 1 + np.minimum((noise.uniform(keys, week, mechanism, 1) * (K - 1)).astype(np.int8), K - 2)
-    top[wrong] = (top[wrong] + shift[wrong]) % K
+    shift = np.minimum((noise.uniform(keys, week, mechanism, 1) * (K - 1)).astype(np.int8), K - 2)
+    shift += np.int8(1)
+    shift *= wrong  # 0 where the guess is right
+    top += shift
+    top[top >= K] -= np.int8(K)
+    return top
+
+
+def favourite(w: np.ndarray) -> np.ndarray:
+    """Row-wise argmax (int8) of a (K, m) taste matrix; first index wins ties, like np.argmax.
+    (K compares over contiguous rows: several times faster than a strided argmax.)"""
+    top = np.zeros(w.shape[1], np.int8)
+    best = w[0].copy()
+    for k in range(1, w.shape[0]):
+        better = w[k] > best
+        top[better] = k
+        np.maximum(best, w[k], out=best)
     return top
 
 
