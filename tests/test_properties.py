@@ -78,3 +78,36 @@ def test_no_nan_under_extreme_but_valid_parameters(params, seed, response, optou
         obs, reward, *_ = env.step(a)
         assert np.all(np.isfinite(obs)) and np.all(np.isfinite(reward))
         assert np.all(env.sim.state.fatigue >= 0)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32), scenario=st.sampled_from(["subscription", "fame", "privacy_sensitive"]),
+       weeks=st.integers(1, 6), budget=st.one_of(st.none(), st.floats(0, 2)))
+def test_issue_3_mechanisms_keep_their_invariants(seed, scenario, weeks, budget):
+    env = envs.PopulationEnv(num_envs=N, scenario=scenario, horizon=100)
+    if budget is not None and env.scenario.mass_media.enabled:
+        env.set_mass_media_budget(budget)
+    obs, _ = env.reset(seed=seed)
+    s, sc = env.sim.state, env.scenario
+    rng = np.random.default_rng(seed)
+    nvec = env.single_action_space.nvec
+    col = {name: envs.FEATURE_NAMES.index(name) for name in ("prospect", "brand_awareness", "belief_category")}
+    done_before = np.zeros(N, bool)
+    for _ in range(weeks):
+        prospect_before = obs[:, col["prospect"]].copy()
+        a = np.stack([rng.integers(0, k, N) for k in nvec], axis=1)
+        obs, reward, term, trunc, info = env.step(a)
+        assert np.all(np.isfinite(obs)) and np.all(np.isfinite(reward))
+        assert env.observation_space.contains(np.ascontiguousarray(obs))
+        # once a customer, never a prospect again (rows reset after an early end are new people)
+        kept = ~done_before
+        assert not np.any(((obs[:, col["prospect"]] == 1) & (prospect_before == 0))[kept])
+        assert np.all((info["converted"] == ((prospect_before == 1) & (obs[:, col["prospect"]] == 0)))[kept])
+        done_before = term | trunc
+        if s.trust.size:
+            assert np.all((s.trust >= 0) & (s.trust <= 1))
+        floor = sc.mass_media.awareness_floor
+        assert np.all((obs[:, col["brand_awareness"]] >= floor - 1e-6) & (obs[:, col["brand_awareness"]] <= 1))
+        assert np.all(obs[:, col["belief_category"]] <= sc.offers.n_categories - 1)
+        assert np.all(info["mass_media_cost"] >= 0) and np.all(info["orders"] >= info.get("orders_offline", 0))
+        assert np.all(info["latent"]["treatment_effect"][(a == 0).all(axis=1)] == 0)
