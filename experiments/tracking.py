@@ -371,7 +371,8 @@ class MultirunParentCallback(_HydraCallback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
-        swept = _swept_keys(overrides, OmegaConf.to_container(config.hydra.sweeper.get("params") or {}))
+        sweeper_params = config.hydra.sweeper.get("params")  # None for Hydra's basic sweeper
+        swept = _swept_keys(overrides, OmegaConf.to_container(sweeper_params) if sweeper_params else {})
         tags = {**git_info(), "rapport.command": "multirun", "rapport.role": "parent",
                 "rapport.sweep_dir": str(sweep_dir), "rapport.overrides": " ".join(overrides)[:5000],
                 "rapport.swept_keys": ",".join(swept)}
