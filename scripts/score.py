@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--output", required=True, help="decisions Parquet file to write")
     ap.add_argument("--week", type=int, default=None, help="week of every row when the input has none")
     ap.add_argument("--seed", type=int, default=None, help="exploration seed (explore exports)")
-    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="parallel row blocks (default $RAPPORT_ORT_THREADS or 1)")
     args = ap.parse_args(argv)
     runner, source = load_runner(args.model, args.threads)
     if not Path(args.input).is_file():

@@ -280,7 +280,8 @@ def _build_linear(policy: LinearArmPolicy, schema: DecisionSchema, mode: str,
     else:
         raise TypeError(f"cannot export bandit rule {name!r}; exportable: greedy, epsilon, ucb, "
                         "thompson")
-    scorer = LinearArmScorer(params["feature_mean"], params["feature_std"], params["theta"], cov)
+    scorer = LinearArmScorer(params["feature_mean"], params["feature_std"], params["theta"], cov,
+                             arms, tuple(schema.nvec))
     selector = LinearArmSelector(arms, name, epsilon=epsilon, scale=scale)
     module = DecisionModule(eligibility, scorer, selector, "linear", len(noise))
     # keep one call's intermediate tensors to a few hundred MB: Thompson's propensity holds
@@ -294,6 +295,7 @@ def _build_linear(policy: LinearArmPolicy, schema: DecisionSchema, mode: str,
         policy_kind=f"bandit:{params['rule']['name']}", mode=mode, rule=name, propensity=prop,
         noise_inputs=noise,
         preprocessing="standardise each feature (x - mean)/std with the bandit's running "
-                      "statistics, append a constant 1; per-arm ridge scores in float64",
+                      "statistics (folded into the float32 scoring weights, as the in-memory "
+                      "bandit does); exploration widths in float64",
         max_batch_rows=max_rows, **common)
     return module, spec

@@ -109,18 +109,24 @@ class DecisionRunner:
     path
         The ``.onnx`` file written by Rapport's exporter.
     threads
-        onnxruntime intra-op threads (``None``: ``RAPPORT_ORT_THREADS`` or onnxruntime's
-        default).
+        Parallel workers for a batch (``None``: ``$RAPPORT_ORT_THREADS``, else 1). The batch is
+        split into ``threads`` row blocks run concurrently on one session, each with one
+        onnxruntime thread: on a shared machine this beat onnxruntime's own intra-op threads
+        (whose spinning workers stall when a core is busy elsewhere) by 1.3-2x.
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        threads = threads if threads is not None else int(os.environ.get("RAPPORT_ORT_THREADS", 0))
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        if threads is None:
+            threads = int(os.environ.get("RAPPORT_ORT_THREADS", 1))
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._pool = None
         self.path = str(path)
         self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -170,14 +176,26 @@ class DecisionRunner:
         noise = noise or {}
         actions = np.empty((n, 3), np.int64)
         propensity = np.empty(n, np.float64)
-        step = self.max_batch_rows
-        for start in range(0, n, step):
+        step = min(self.max_batch_rows, -(-n // self.threads))
+
+        def run(start: int) -> None:
             stop = min(n, start + step)
             feeds = {"features": features[start:stop]}
             for spec in self.noise_inputs:
                 arr = noise[spec["name"]]
                 feeds[spec["name"]] = arr[start:stop] if spec["shape"][0] == "n" else arr
             actions[start:stop], propensity[start:stop] = self.session.run(None, feeds)
+
+        starts = range(0, n, step)
+        if self.threads > 1 and len(starts) > 1:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rapport-ort")
+            list(self._pool.map(run, starts))  # onnxruntime releases the GIL while it runs
+        else:
+            for start in starts:
+                run(start)
         return actions, propensity
 
     def decide_frame(self, frame: Any, seed: int | None = None) -> Any:

@@ -114,19 +114,40 @@ class EligibilityLayer(nn.Module):
         return channel, offer, spend
 
 
-def joint_mask(channel: torch.Tensor, offer: torch.Tensor, spend: torch.Tensor) -> torch.Tensor:
-    """(n, prod(nvec)) joint mask, C order (last dimension fastest), as
-    ``agents.sb3_adapter.joint_action_mask``."""
-    n = channel.shape[0]
-    joint = channel.unsqueeze(2) & offer.unsqueeze(1)
-    joint = joint.reshape(n, -1).unsqueeze(2) & spend.unsqueeze(1)
-    return joint.reshape(n, -1)
-
-
 def unravel(joint: torch.Tensor, nvec: tuple[int, int, int]) -> torch.Tensor:
     """(n,) joint indices -> (n, 3) per-dimension actions (C order)."""
     _, n_off, n_sp = nvec
     return torch.stack([joint // (n_off * n_sp), (joint // n_sp) % n_off, joint % n_sp], dim=1)
+
+
+def arm_components(arms: np.ndarray, nvec: tuple[int, int, int]) -> np.ndarray:
+    """(sum(nvec), K) 0/1 matrix with a 1 in each arm's three component rows."""
+    offsets = np.cumsum((0, *nvec[:-1]))
+    select = np.zeros((int(sum(nvec)), len(arms)))
+    for d in range(3):
+        select[offsets[d] + arms[:, d], np.arange(len(arms))] = 1.0
+    return select
+
+
+FORBIDDEN = 1e30
+"""Score added per forbidden component of an arm. Masking by ``forbidden @ (-1e30 * S)`` -- a
+matrix product, folded into the scoring product where possible -- instead of gathers of bool
+columns and a broadcast ``where`` over (n, K), which onnxruntime runs at ~15 ns per element;
+an allowed arm gets exactly +0, so its score is unchanged, and exp(-1e30) is exactly 0."""
+
+
+class ArmPenalty(nn.Module):
+    """Additive mask (n, K) for K joint actions ("arms", (K, 3)) from per-dimension masks."""
+
+    def __init__(self, arms: np.ndarray, nvec: tuple[int, int, int]):
+        super().__init__()
+        self.register_buffer("weights", torch.as_tensor(
+            -FORBIDDEN * arm_components(arms, nvec), dtype=torch.float32))
+
+    def forward(self, channel: torch.Tensor, offer: torch.Tensor,
+                spend: torch.Tensor) -> torch.Tensor:
+        forbidden = ~torch.cat([channel, offer, spend], dim=1)
+        return forbidden.float() @ self.weights
 
 
 def _cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -198,17 +219,24 @@ class SB3Selector(nn.Module):
         # float64 constants as buffers: Python scalars may become float32 constants in ONNX,
         # and 0.8f + 0.2 is a propensity above 1
         self.register_buffer("eps64", torch.tensor(self.epsilon, dtype=torch.float64))
+        if self.flattened:
+            self.joint = ArmPenalty(np.indices(nvec).reshape(3, -1).T, nvec)
 
     def forward(self, scores: torch.Tensor, masks: tuple[torch.Tensor, ...],
                 noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        penalties: list[torch.Tensor | None] = [None] * len(self.dims)
         if self.flattened:
-            masks = (joint_mask(*masks),)
+            penalty = self.joint(*masks)
+            masks, penalties = (penalty > -0.5,), [penalty]
         chosen, propensity = [], None
         start = 0
         for d, k in enumerate(self.dims):
             s, m = scores[:, start:start + k], masks[d]
             start += k
-            masked = torch.where(m, s, torch.full_like(s, float("-inf")))
+            if penalties[d] is not None:  # (n, prod(nvec)): additive, see FORBIDDEN
+                masked = s + penalties[d].to(s.dtype)
+            else:
+                masked = torch.where(m, s, torch.full_like(s, float("-inf")))
             if self.is_dqn:
                 best = masked.argmax(dim=1)
                 if not self.sample:
@@ -236,42 +264,53 @@ class SB3Selector(nn.Module):
 
 
 class LinearArmScorer(nn.Module):
-    """A bandit's per-arm ridge model: standardise, score every candidate arm (float64).
+    """A bandit's per-arm ridge model on the allowed arms.
 
-    ``mean`` is ``z̃ θ_kᵀ``; with ``with_var`` also ``z̃ᵀ cov_k z̃`` computed as a product of the
-    upper triangle of ``z̃ z̃ᵀ`` with the stacked covariances, which needs (n, d(d+1)/2) memory
-    instead of (n, K, d).
+    ``masked_mean = [x - mean | forbidden] @ [θ[:, :d]ᵀ/std ; -1e30·S] + θ[:, d]`` in float32:
+    the standardisation folded into the weights, exactly as ``agents.bandits.LinearFit.predict``
+    scores (so near-ties round the same way), with the eligibility penalty (:data:`FORBIDDEN`)
+    folded into the same matrix product. With ``cov`` also ``var = z̃ᵀ cov_k z̃`` in float64, as
+    a product of the upper triangle of ``z̃ z̃ᵀ`` with the stacked covariances ((n, (d+1)(d+2)/2)
+    memory instead of (n, K, d+1)).
     """
 
     def __init__(self, feature_mean: np.ndarray, feature_std: np.ndarray, theta: np.ndarray,
-                 cov: np.ndarray | None):
+                 cov: np.ndarray | None, arms: np.ndarray, nvec: tuple[int, int, int]):
         super().__init__()
-        self.register_buffer("feature_mean", torch.as_tensor(np.asarray(feature_mean, np.float64)))
-        self.register_buffer("feature_inv_std",
-                             torch.as_tensor(1.0 / np.asarray(feature_std, np.float64)))
-        self.register_buffer("theta_t", torch.as_tensor(np.ascontiguousarray(theta.T, np.float64)))
+        theta = np.asarray(theta, np.float64)
+        d = theta.shape[1] - 1
+        inv_std = 1.0 / np.asarray(feature_std, np.float64)
+        weights = np.concatenate([(theta[:, :d] * inv_std).T, -FORBIDDEN * arm_components(arms, nvec)])
+        self.register_buffer("mean32", torch.as_tensor(np.asarray(feature_mean, np.float32)))
+        self.register_buffer("weights", torch.as_tensor(weights.astype(np.float32)))
+        self.register_buffer("bias", torch.as_tensor(theta[:, d].astype(np.float32)))
         self.with_var = cov is not None
         if self.with_var:
-            d1 = theta.shape[1]
-            i, j = np.triu_indices(d1)
-            weight = np.where(i == j, 1.0, 2.0)  # off-diagonal terms appear twice in zᵀCz
-            tri = cov[:, i, j].T * weight[:, None]  # (T, K)
+            self.register_buffer("feature_mean", torch.as_tensor(np.asarray(feature_mean,
+                                                                            np.float64)))
+            self.register_buffer("feature_inv_std", torch.as_tensor(inv_std))
+            i, j = np.triu_indices(d + 1)
+            factor = np.where(i == j, 1.0, 2.0)  # off-diagonal terms appear twice in zᵀCz
+            tri = cov[:, i, j].T * factor[:, None]  # (T, K)
             self.register_buffer("tri_i", torch.as_tensor(i.astype(np.int64)))
             self.register_buffer("tri_j", torch.as_tensor(j.astype(np.int64)))
             self.register_buffer("tri_cov", torch.as_tensor(np.ascontiguousarray(tri, np.float64)))
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, features: torch.Tensor, masks: tuple[torch.Tensor, ...]
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        centred = features - self.mean32  # centre first: no cancellation in float32
+        forbidden = (~torch.cat(masks, dim=1)).float()
+        masked_mean = torch.cat([centred, forbidden], dim=1) @ self.weights + self.bias
+        if not self.with_var:
+            return masked_mean, None
         z = (features.double() - self.feature_mean) * self.feature_inv_std
         z = torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
-        mean = z @ self.theta_t
-        if not self.with_var:
-            return mean, None
         zz = torch.index_select(z, 1, self.tri_i) * torch.index_select(z, 1, self.tri_j)
-        return mean, (zz @ self.tri_cov).clamp(min=0.0)
+        return masked_mean, (zz @ self.tri_cov).clamp(min=0.0)
 
 
 class LinearArmSelector(nn.Module):
-    """Choice among candidate arms (K, 3) under the per-dimension masks.
+    """Choice among candidate arms (K, 3) given their masked scores.
 
     Modes: ``greedy`` (argmax mean; ties to the first arm; propensity 1), ``ucb`` (argmax of
     mean + ``scale``·sqrt(var); propensity 1), ``epsilon`` (greedy with probability 1-ε, else
@@ -284,50 +323,44 @@ class LinearArmSelector(nn.Module):
 
     def __init__(self, arms: np.ndarray, mode: str, epsilon: float = 0.0, scale: float = 0.0):
         super().__init__()
-        self.register_buffer("arm_channel", torch.as_tensor(arms[:, 0].astype(np.int64)))
-        self.register_buffer("arm_offer", torch.as_tensor(arms[:, 1].astype(np.int64)))
-        self.register_buffer("arm_spend", torch.as_tensor(arms[:, 2].astype(np.int64)))
         self.register_buffer("arms", torch.as_tensor(arms.astype(np.int64)))
         self.mode, self.epsilon, self.scale = mode, float(epsilon), float(scale)
+        # float64 constants as buffers: Python scalars may become float32 constants in ONNX,
+        # and 0.8f + 0.2 is a propensity above 1
         self.register_buffer("eps64", torch.tensor(self.epsilon, dtype=torch.float64))
         self.register_buffer("scale64", torch.tensor(self.scale, dtype=torch.float64))
 
-    def forward(self, mean: torch.Tensor, var: torch.Tensor | None,
-                masks: tuple[torch.Tensor, ...], noise: torch.Tensor | None,
+    def forward(self, masked_mean: torch.Tensor, var: torch.Tensor | None,
+                noise: torch.Tensor | None,
                 propensity_noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        channel, offer, spend = masks
-        allowed = (torch.index_select(channel, 1, self.arm_channel)
-                   & torch.index_select(offer, 1, self.arm_offer)
-                   & torch.index_select(spend, 1, self.arm_spend))
-        neg_inf = torch.full_like(mean, float("-inf"))
-        ones = torch.ones_like(mean[:, 0])
+        ones = torch.ones_like(masked_mean[:, 0], dtype=torch.float64)
         if self.mode == "ucb":
-            score = mean + self.scale64 * torch.sqrt(var)
+            score = masked_mean.double() + self.scale64 * torch.sqrt(var)
         elif self.mode == "thompson":
             sd = self.scale64 * torch.sqrt(var)
-            score = mean + sd * noise
+            score = masked_mean.double() + sd * noise
         else:
-            score = mean
-        masked = torch.where(allowed, score, neg_inf)
-        idx = masked.argmax(dim=1)
+            score = masked_mean
+        best, idx = score.max(dim=1)
+        none = best < -0.5 * FORBIDDEN  # no candidate arm allowed: do nothing
         propensity = ones
         if self.mode == "epsilon":
+            allowed = (masked_mean > -0.5 * FORBIDDEN).float()
             n_allowed = allowed.sum(dim=1, keepdim=True)
             k = torch.floor(noise[:, 0:1] * n_allowed.double())
-            uniform = (torch.cumsum(allowed.long(), dim=1) <= k).sum(dim=1)
-            uniform = uniform.clamp(max=mean.shape[1] - 1)
+            uniform = (torch.cumsum(allowed, dim=1).double() <= k).sum(dim=1)
+            uniform = uniform.clamp(max=masked_mean.shape[1] - 1)
             explore = noise[:, 1] < self.eps64
             greedy = idx
             idx = torch.where(explore, uniform, greedy)
             propensity = ((1.0 - self.eps64) * (idx == greedy).double()
                           + self.eps64 / n_allowed.squeeze(1).clamp(min=1).double())
         elif self.mode == "thompson" and propensity_noise is not None:
-            draws = mean.unsqueeze(1) + sd.unsqueeze(1) * propensity_noise.unsqueeze(0)
-            draws = torch.where(allowed.unsqueeze(1), draws, torch.full_like(draws, float("-inf")))
+            draws = (masked_mean.double().unsqueeze(1)
+                     + sd.unsqueeze(1) * propensity_noise.unsqueeze(0))
             hits = (draws.argmax(dim=2) == idx.unsqueeze(1)).sum(dim=1).double()
             propensity = (hits + 1.0) / (hits.new_full((), propensity_noise.shape[0]) + 1.0)
         actions = torch.index_select(self.arms, 0, idx)
-        none = ~allowed.any(dim=1)
         actions = torch.where(none.unsqueeze(1), torch.zeros_like(actions), actions)
         propensity = torch.where(none, ones, propensity)
         return actions, propensity
@@ -356,8 +389,8 @@ class DecisionModule(nn.Module):
         if self.kind == "sb3":
             actions, propensity = self.selector(self.scorer(features), masks, noise)
         else:
-            mean, var = self.scorer(features)
-            actions, propensity = self.selector(mean, var, masks, noise, propensity_noise)
+            masked_mean, var = self.scorer(features, masks)
+            actions, propensity = self.selector(masked_mean, var, noise, propensity_noise)
         # a renormalised probability can round to 1 + 2e-16; logged feedback requires <= 1
         return actions, propensity.clamp(max=1.0)
 

@@ -86,9 +86,9 @@ def _limits(spec: ExportSpec, constraints: Mapping[str, Any] | None,
         limits.append("Greedy mode never explores: propensities are 1.0, so logs of this policy "
                       "alone cannot evaluate other policies off-policy.")
     if spec.policy_kind.startswith("bandit:"):
-        limits.append("Bandit scores are computed in float64 in the export; the in-memory policy "
-                      "scores in float32, so arms whose scores differ by less than float32 "
-                      "rounding may be ranked differently (the parity test bounds this).")
+        limits.append("Bandit scores are float32, as in the in-memory policy; arms whose scores "
+                      "differ by less than float32 rounding may be ranked differently by another "
+                      "matrix-product kernel (the parity test bounds this).")
     if spec.rule == "thompson":
         limits.append("Thompson propensities are Monte-Carlo estimates (hits+1)/(M+1): never 0, "
                       "biased upward by at most 1/(M+1), standard error <= 0.5/sqrt(M+1); "
