@@ -7,8 +7,9 @@ All mechanisms of the default (retail) preset are on: every week a mixed marketi
 ~30 % of customers on a random channel with a random offer (discounts, recommendations,
 gestures) and buys paid media for ~20 %, so fatigue, opt-outs, price memory, pantry,
 conditioning, satisfaction, the newcomer boost and annoyance all run, and ``info`` carries the
-latent truth including each row's treatment effect. A fully random policy (5/6 of customers
-contacted every week) is also timed at the largest size, and so is each preset in ``--presets``
+latent truth including each row's treatment effect. At the largest size, a fully random policy
+(5/6 of customers contacted every week), the mixed plan without the treatment effect
+(``treatment_effect=False``), and each preset in ``--presets`` are also timed
 (mass media, prospects, drift and life events, hidden offline purchases, privacy backlash,
 weekly churn). Actions are generated before timing. Prints a table and a final JSON line.
 """
@@ -40,12 +41,12 @@ def uniform_plan(n: int, rng: np.random.Generator, nvec=(6, 8, 4)) -> np.ndarray
     return np.stack([rng.integers(0, k, n) for k in nvec], axis=1)
 
 
-def time_population(n: int, weeks: int, plan, copy_obs: bool = True,
-                    scenario: str = "retail") -> tuple[float, float, float]:
+def time_population(n: int, weeks: int, plan, copy_obs: bool = True, scenario: str = "retail",
+                    treatment_effect: bool = True) -> tuple[float, float, float]:
     """(customer-steps/s, reset seconds, state bytes per customer)."""
     rng = np.random.default_rng(0)
     env = envs.PopulationEnv(num_envs=n, scenario=scenario, horizon=weeks + 5, include_latent=True,
-                             copy_obs=copy_obs)
+                             copy_obs=copy_obs, treatment_effect=treatment_effect)
     t0 = time.perf_counter()
     env.reset(seed=0)
     reset_s = time.perf_counter() - t0
@@ -82,30 +83,34 @@ def main() -> None:
 
     rows = []
 
-    def measure(n: int, policy: str, copy_obs: bool, scenario: str = "retail") -> None:
+    def measure(n: int, policy: str, copy_obs: bool, scenario: str = "retail", te: bool = True) -> None:
         plan = mixed_plan if policy == "mixed" else uniform_plan
-        rate, reset_s, nbytes = time_population(n, args.weeks, plan, copy_obs, scenario)
+        rate, reset_s, nbytes = time_population(n, args.weeks, plan, copy_obs, scenario, te)
         rows.append({"n": n, "scenario": scenario, "policy": policy, "copy_obs": copy_obs,
-                     "customer_steps_per_s": rate, "reset_s": reset_s, "state_bytes_per_customer": nbytes})
+                     "treatment_effect": te, "customer_steps_per_s": rate, "reset_s": reset_s,
+                     "state_bytes_per_customer": nbytes})
 
     for n in args.sizes:
         measure(n, "mixed", True)
     n_max = max(args.sizes)
     measure(n_max, "mixed", False)
     measure(n_max, "uniform", True)
+    measure(n_max, "mixed", True, te=False)
     for preset in args.presets:
         measure(n_max, "mixed", True, preset)
     sync = time_sync_vector()
 
-    print(f"{'customers':>10} {'scenario':>18} {'policy':>8} {'copy_obs':>8} {'customer-steps/s':>17} "
-          f"{'reset s':>8} {'bytes/cust':>10}")
+    print(f"{'customers':>10} {'scenario':>18} {'policy':>8} {'copy_obs':>8} {'treat.eff':>9} "
+          f"{'customer-steps/s':>17} {'reset s':>8} {'bytes/cust':>10}")
     for r in rows:
         print(f"{r['n']:>10,} {r['scenario']:>18} {r['policy']:>8} {r['copy_obs']!s:>8} "
-              f"{r['customer_steps_per_s']:>17,.0f} {r['reset_s']:>8.2f} {r['state_bytes_per_customer']:>10.0f}")
+              f"{r['treatment_effect']!s:>9} {r['customer_steps_per_s']:>17,.0f} {r['reset_s']:>8.2f} "
+              f"{r['state_bytes_per_customer']:>10.0f}")
     print(f"SyncVectorEnv over 256 single-customer envs: {sync:,.0f} customer-steps/s")
     retail = [r for r in rows if r["scenario"] == "retail"]
     best = max(r["customer_steps_per_s"] for r in retail if r["n"] == n_max and r["policy"] == "mixed")
-    default = next(r["customer_steps_per_s"] for r in retail if r["n"] == n_max and r["copy_obs"])
+    default = next(r["customer_steps_per_s"] for r in retail
+                   if r["n"] == n_max and r["copy_obs"] and r["treatment_effect"])
     result = {
         "bench": "sim",
         "rows": rows,
