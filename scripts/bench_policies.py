@@ -166,7 +166,7 @@ def ppo_policy(model, normalize, greedy: bool) -> Policy:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--customers", type=int, default=10_000, help="evaluation population")
-    ap.add_argument("--eval-seed", type=int, default=2024)
+    ap.add_argument("--eval-seed", type=int, default=2025, help="2024 was used to pick --quiet-weeks")
     ap.add_argument("--train-seed", type=int, default=7, help="training populations use train-seed + episode")
     ap.add_argument("--seed", type=int, default=0, help="policy/agent randomness")
     ap.add_argument("--train-customers", type=int, default=10_000)
@@ -174,7 +174,9 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--arms", choices=["all", "no_spend"], default="no_spend",
                     help="bandit arms: all 192 joint actions, or the 48 without paid-media spend")
-    ap.add_argument("--quiet-weeks", type=int, default=4, help="contact rule around the bandit (0: none)")
+    ap.add_argument("--quiet-weeks", type=int, default=2,
+                    help="contact rule around the bandit (0: none); 2 beat 4 on eval seed 2024 (4 training "
+                         "years: +0.89 vs +0.10 per customer over mass marketing), so report on another seed")
     ap.add_argument("--bandit-reward", choices=["profit", "ltv_proxy"], default="profit")
     ap.add_argument("--ltv-weight", type=float, default=0.3)
     ap.add_argument("--ppo-seconds", type=float, default=180.0, help="wall-clock training budget; 0 skips PPO")
