@@ -1,6 +1,6 @@
 """Batch scoring: customers in (Parquet), decisions with propensities out (Parquet).
 
-    python scripts/score.py --model exports/<run_id>/greedy --input customers.parquet \\
+    python scripts/score.py --model outputs/exports/<run_id>/greedy --input customers.parquet \\
         --output decisions.parquet [--week 12] [--seed 0] [--threads 2]
 
 ``--model``: an exported ``policy.onnx``, the folder holding it, an MLflow model folder, or an

@@ -109,3 +109,45 @@ def test_console_script_exports_a_challenger(trained_run):
                           f"hydra.run.dir={tmp}/hydra-bad"], capture_output=True, text=True,
                          timeout=600, cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
     assert bad.returncode != 0 and "tflite" in bad.stderr
+
+
+def _incumbent_log(path: Path, schema, customers: int = 400, weeks: int = 4) -> Path:
+    """Logged feedback of a uniform-random incumbent (exact propensities) on a small population."""
+    import envs
+    from agents.baselines import UniformRandom
+    from agents.ope import LoggedFeedback
+
+    env = envs.PopulationEnv(num_envs=customers, horizon=weeks, include_latent=False)
+    incumbent, rng = UniformRandom(schema), np.random.default_rng(0)
+    obs, info = env.reset(seed=21)
+    parts = []
+    for week in range(weeks):
+        actions, propensity = incumbent.act(obs, rng, action_mask=info["action_mask"])
+        next_obs, profit, _, _, info_next = env.step(actions)
+        parts.append(LoggedFeedback(schema.feature_names, schema.nvec, np.arange(customers),
+                                    np.full(customers, week), obs, actions, propensity,
+                                    profit.astype(np.float64), action_mask=info["action_mask"]))
+        obs, info = next_obs, info_next
+    return LoggedFeedback.concat(parts).write_parquet(path)
+
+
+def test_promotion_gate_decides_the_alias_and_is_recorded(trained_run):
+    tmp, uri, run_id = trained_run
+    from experiments.export.cli import run as export
+    from experiments.policy_store import load_logged_policy
+
+    schema = load_logged_policy(f"runs:/{run_id}/policy").schema
+    log = _incumbent_log(tmp / "incumbent.parquet", schema)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("export", overrides=[f"run_id={run_id}", f"out_dir={tmp}/gated",
+                                           "formats=[onnx,mlflow]", "register=gated-policy",
+                                           "gate=true", f"gate_log={log}"])
+    result = export(cfg)
+    promotion = json.loads((tmp / "gated" / "policy_card.json").read_text())["promotion"]
+    assert set(promotion) >= {"promote", "candidate_lower_bound", "incumbent_value", "reason"}
+    assert promotion["promote"] == (promotion["candidate_lower_bound"]
+                                    > promotion["incumbent_value"] + promotion["margin"])
+    assert result.registered["alias"] == ("champion" if promotion["promote"] else None)
+    tag = json.loads(mlflow.MlflowClient().get_run(run_id).data.tags["export.promotion"])
+    assert tag["reason"] == promotion["reason"]
+    assert "Promotion gate" in (tmp / "gated" / "policy_card.md").read_text()

@@ -116,3 +116,17 @@ def test_bad_input_is_refused_whole_naming_the_column(exports, tmp_path, capsys,
 def test_model_argument_errors(tmp_path):
     with pytest.raises(SystemExit, match="neither a .onnx file"):
         score.load_runner(str(tmp_path / "nothing-here"))
+
+
+def test_scores_through_an_mlflow_model_folder_match_the_onnx_file(exports, tmp_path):
+    from experiments.export.pyfunc import save_policy_model
+
+    _, schema, _, _, greedy, _, obs, customers = exports
+    model_dir = save_policy_model(tmp_path / "mlflow-model", greedy.files["onnx"], greedy.spec,
+                                  example_features=obs[:2])
+    via_onnx, via_mlflow = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    score.main(["--model", str(greedy.files["onnx"]), "--input", str(customers),
+                "--output", str(via_onnx), "--threads", "2"])
+    score.main(["--model", str(model_dir), "--input", str(customers), "--output", str(via_mlflow)])
+    a, b = pd.read_parquet(via_onnx), pd.read_parquet(via_mlflow)
+    pd.testing.assert_frame_equal(a, b)

@@ -6,7 +6,7 @@
 
 ``run(cfg)`` is the importable entry point; ``main`` the thin ``@hydra.main`` wrapper around it.
 Config: ``conf/export.yaml`` (every key documented there and in :class:`ExportConfig`).
-Files go to ``out_dir`` (default ``exports/<run_id>/<mode>``); with ``mlflow`` in ``formats``
+Files go to ``out_dir`` (default ``outputs/exports/<run_id>/<mode>``, git-ignored); with ``mlflow`` in ``formats``
 the files and a pyfunc model are logged to the training run, and ``register=NAME`` registers
 the model and points ``alias`` at the new version. Prints a JSON summary.
 
@@ -47,7 +47,7 @@ class ExportConfig:
     mode: str = "greedy"
     """``greedy`` or ``explore``."""
     out_dir: str | None = None
-    """Output folder; default ``exports/<run_id>/<mode>``."""
+    """Output folder; default ``outputs/exports/<run_id>/<mode>``."""
     opset: int = 18
     """ONNX opset."""
     register: str | None = None
@@ -146,7 +146,7 @@ def run(cfg: DictConfig | dict[str, Any] | ExportConfig) -> ExportResult:
 
         tracking_uri = resolve_tracking_uri(None)
     label = settings.run_id or settings.model_uri.replace(":/", "_").replace("/", "_")
-    out_dir = settings.out_dir or str(Path("exports") / label / settings.mode)
+    out_dir = settings.out_dir or str(Path("outputs") / "exports" / label / settings.mode)
     result = export_run(settings.run_id, out_dir, formats=settings.formats, mode=settings.mode,
                         model_uri=settings.model_uri, register=settings.register,
                         alias=settings.alias, model_name=settings.model_name,
