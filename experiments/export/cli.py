@@ -6,9 +6,10 @@
 
 ``run(cfg)`` is the importable entry point; ``main`` the thin ``@hydra.main`` wrapper around it.
 Config: ``conf/export.yaml`` (every key documented there and in :class:`ExportConfig`).
-Files go to ``out_dir`` (default ``outputs/exports/<run_id>/<mode>``, git-ignored); with ``mlflow`` in ``formats``
-the files and a pyfunc model are logged to the training run, and ``register=NAME`` registers
-the model and points ``alias`` at the new version. Prints a JSON summary.
+Files go to ``out_dir`` (default ``outputs/exports/<run_id>/<mode>``, git-ignored); with
+``mlflow`` in ``formats`` the files and a pyfunc model are logged to the training run, and
+``register=NAME`` registers the model and points ``alias`` at the new version. Prints a JSON
+summary.
 
 Promotion gate (``gate=true``): the candidate is registered as ``champion`` only if its
 high-confidence lower bound (``agents.ope``), computed from the incumbent's logged feedback
