@@ -198,6 +198,10 @@ def collect_blocks(tracking_uri: str, runs: Sequence[Any]) -> RunBlocks:
         oracle = "oracle"
     if oracle is not None:
         blocks.loc[blocks.policy == oracle, "role"] = "oracle"
+    # a job whose agent *is* the baseline (agent=do_nothing) must not decide the row's role by
+    # which run happened to finish last
+    if baseline is not None:
+        blocks.loc[blocks.policy == baseline, "role"] = "baseline"
     blocks = blocks.drop_duplicates(["policy", "seed", "block"], keep="first").reset_index(drop=True)
     return RunBlocks(blocks, baseline, oracle, [r.info.run_id for r in runs], next(iter(fingerprints)))
 
