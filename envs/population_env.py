@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -11,6 +13,9 @@ from envs.kpis import EpisodeKPIs
 from envs.observation import FEATURE_NAMES, observation_bounds
 from envs.scenario import Scenario
 from envs.simulator import Simulator
+
+_OBS_POOL_SIZE = 3
+"""Observation buffers kept for recycling (one the caller holds, one being built, one spare)."""
 
 _MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
 
@@ -168,6 +173,7 @@ class PopulationEnv(VectorEnv):
         self.sim = Simulator(scenario, num_envs, horizon, customer_offset)
         self.copy_obs = bool(copy_obs)
         self._obs_buf: np.ndarray | None = None
+        self._obs_pool: list[np.ndarray] = []
         mode = _MODES.get(autoreset_mode, autoreset_mode) if isinstance(autoreset_mode, str) \
             else autoreset_mode
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
@@ -220,14 +226,32 @@ class PopulationEnv(VectorEnv):
     def horizon(self) -> int:
         return self.sim.horizon
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_obs_pool"] = []  # scratch memory, not state: keeps pickles small
+        return state
+
     def _observe(self) -> np.ndarray:
         """A fresh observation array, or (copy_obs=False) a view of one reused buffer: fresh
-        100 MB arrays at 10^6 customers cost more in page faults than computing the features."""
-        if self.copy_obs:
-            return self.sim.observe()
-        if self._obs_buf is None:
-            self._obs_buf = np.empty((len(FEATURE_NAMES), self.num_envs), np.float32)
-        return self.sim.observe(self._obs_buf)
+        100 MB arrays at 10^6 customers cost more in page faults than computing the features.
+
+        With ``copy_obs`` the array is "fresh" in the sense that matters: a buffer is recycled
+        only when nothing outside the env references it any more (the caller dropped every view
+        of an earlier observation), so an observation someone still holds is never overwritten.
+        """
+        if not self.copy_obs:
+            if self._obs_buf is None:
+                self._obs_buf = np.empty((len(FEATURE_NAMES), self.num_envs), np.float32)
+            return self.sim.observe(self._obs_buf)
+        pool = self._obs_pool
+        for i in range(len(pool)):
+            # references: the pool's slot and getrefcount's argument; any view handed out adds one
+            if sys.getrefcount(pool[i]) == 2:
+                return self.sim.observe(pool[i])
+        buf = np.empty((len(FEATURE_NAMES), self.num_envs), np.float32)
+        if len(pool) < _OBS_POOL_SIZE:
+            pool.append(buf)
+        return self.sim.observe(buf)
 
     # ---- Gymnasium API -----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):

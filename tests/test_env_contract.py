@@ -181,3 +181,26 @@ def test_contact_on_opted_out_channel_costs_nothing_and_does_nothing():
     np.testing.assert_array_equal(r1, r2)
     np.testing.assert_array_equal(o1, o2)
     assert not info["action_mask"][:, 2].any()
+
+
+def test_held_observations_are_never_overwritten_and_dropped_ones_are_recycled():
+    env = envs.PopulationEnv(num_envs=300, horizon=30)
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=1)
+    held = [obs, obs.copy()]  # the array itself and what it looked like when returned
+    for _ in range(5):
+        obs, *_ = env.step(np.stack([rng.integers(0, k, 300) for k in env.single_action_space.nvec], 1))
+        held.append(obs)
+        held.append(obs.copy())
+    # every observation anyone still holds is exactly what it was when it was returned
+    for arr, snapshot in zip(held[::2], held[1::2], strict=True):
+        np.testing.assert_array_equal(arr, snapshot)
+    assert len({id(a.base) for a in held[::2]}) == 6  # six live observations, six buffers
+    del held, obs
+    # nothing outside the env holds an observation now: the next steps reuse the pooled memory
+    ptrs = set()
+    for _ in range(4):
+        o, *_ = env.step(np.zeros((300, 3), np.int64))
+        ptrs.add(o.__array_interface__["data"][0])
+        del o
+    assert len(ptrs) == 1
