@@ -49,12 +49,14 @@ ROLES = ("agent", "baseline", "oracle", "policy")
 
 def _kpi_table() -> list[tuple[str, str, str]]:
     rows = [
-        ("profit", "kpi/profit_per_customer", "Profit per customer over the horizon: net revenue − cost of goods − contact, gesture and media costs ($)."),
+        ("profit", "kpi/profit_per_customer", "Profit per customer over the horizon: net revenue (incl. subscription fees) − cost of goods − contact, gesture and per-person media costs − each customer's share of the mass-media budget ($)."),
         ("revenue", "kpi/revenue_per_customer", "Net revenue (after discounts) per customer over the horizon ($)."),
         ("orders", "kpi/orders_per_customer", "Orders per customer over the horizon."),
         ("contact_cost", "kpi/contact_cost_per_customer", "Contact costs per customer, all channels, service gestures included ($)."),
         ("discount_cost", "kpi/discount_cost_per_customer", "Margin given away in discounts per customer ($)."),
         ("media_cost", "kpi/media_cost_per_customer", "Per-person paid-media spend per customer ($)."),
+        ("mass_media_cost", "kpi/mass_media_cost_per_customer", "Each customer's share of the mass-media (brand) budget ($; 0 without a mass-media schedule)."),
+        ("conversions", "kpi/conversions_per_customer", "First purchases by prospects per customer of the population (0 without prospects)."),
         ("offers", "kpi/offers_per_customer", "Delivered offers (discounts, recommendations, gestures) per customer."),
         ("opt_outs", "kpi/opt_outs_per_customer", "Channel opt-outs per customer (a customer can opt out of several channels)."),
     ]
@@ -168,6 +170,58 @@ class Rollout:
     """(horizon,) profit per customer of the cohort in each week."""
 
 
+class CustomerLedger:
+    """Per-customer KPI values of a population (or a shard's slice of it), booked week by week.
+
+    The one place evaluation accounting lives: :func:`rollout` and the Ray shards of
+    :mod:`experiments.sharding` both book through it, so sharded results stay bit-identical.
+    """
+
+    def __init__(self, n: int, settings: EvalSettings):
+        self.v = np.zeros((len(KPI_COLUMNS), n))
+        self.active = np.ones(n, bool)
+        self.settings = settings
+        self.discount = settings.weekly_discount
+
+    def add_week(self, t: int, env: envs.PopulationEnv, stage: np.ndarray, reward: np.ndarray,
+                 terminated: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        v, active, discount = self.v, self.active, self.discount
+        profit = np.where(active, reward.astype(np.float64), 0.0)
+        v[_COL["profit"]] += profit
+        for name in ("revenue", "orders", "contact_cost", "discount_cost", "media_cost",
+                     "mass_media_cost"):
+            v[_COL[name]] += np.where(active, info[name], 0.0)
+        v[_COL["conversions"]] += active & info["converted"]
+        channel = info["channel"]
+        v[_COL["offers"]] += active & (info["offer"] > 0) & (channel > 0)
+        v[_COL["opt_outs"]] += np.where(active, info["opted_out"], 0)
+        for j, ch in enumerate(envs.CHANNELS, start=1):
+            on = active & (channel == j)
+            v[_COL[f"contacts_{ch}"]] += on
+            v[_COL[f"contact_cost_{ch}"]] += np.where(on, info["contact_cost"], 0.0)
+        for k, st in enumerate(STAGES):
+            v[_COL[f"profit_from_{st}"]] += np.where(stage == k, profit, 0.0)
+        if t < self.settings.short_term_weeks:
+            v[_COL["short_term_profit"]] += profit
+        v[_COL["discounted_profit"]] += discount ** (t + 1) * profit
+        v[_COL["churned"]] += active & info["latent"]["dropped_out"]
+        ended = active & terminated
+        if ended.any():
+            rows = np.flatnonzero(ended)
+            v[_COL["residual_clv"], rows] = discount ** (t + 1) * residual_clv(env, rows, discount)
+            v[_COL["unreachable"], rows] = 1.0
+            active &= ~terminated
+        return profit
+
+    def finish(self, env: envs.PopulationEnv) -> np.ndarray:
+        """(rows, len(KPI_COLUMNS)) values after the horizon."""
+        v, H = self.v, self.settings.horizon
+        rows = np.flatnonzero(self.active)
+        v[_COL["residual_clv"], rows] = self.discount ** H * residual_clv(env, rows, self.discount)
+        v[_COL["lifetime_value"]] = v[_COL["discounted_profit"]] + v[_COL["residual_clv"]]
+        return v.T.copy()
+
+
 def _as_policy(policy_or_factory: Any, env: envs.PopulationEnv) -> Any:
     return policy_or_factory if hasattr(policy_or_factory, "act") else policy_or_factory(env)
 
@@ -180,48 +234,19 @@ def rollout(policy_or_factory: Any, settings: EvalSettings, seed: int, *,
     policy = _as_policy(policy_or_factory, env)
     rng = rng if rng is not None else np.random.default_rng([settings.policy_seed, seed])
     n, H = settings.customers, settings.horizon
-    v = np.zeros((len(KPI_COLUMNS), n))
+    ledger = CustomerLedger(n, settings)
     weekly = np.zeros(H)
-    active = np.ones(n, bool)
-    discount = settings.weekly_discount
-    ended_at = np.full(n, H, np.int64)
     obs, info = env.reset(seed=seed)
     for t in range(H):
         mask = info["action_mask"] if settings.use_action_mask else None
         actions, _ = policy.act(obs, rng, action_mask=mask)
         stage = np.argmax(obs[:, _STAGE_COLS], axis=1)
         obs, reward, terminated, _, info = env.step(actions)
-        profit = np.where(active, reward.astype(np.float64), 0.0)
+        profit = ledger.add_week(t, env, stage, reward, terminated, info)
         weekly[t] = profit.sum() / n
-        v[_COL["profit"]] += profit
-        for name in ("revenue", "orders", "contact_cost", "discount_cost", "media_cost"):
-            v[_COL[name]] += np.where(active, info[name], 0.0)
-        channel = info["channel"]
-        v[_COL["offers"]] += active & (info["offer"] > 0) & (channel > 0)
-        v[_COL["opt_outs"]] += np.where(active, info["opted_out"], 0)
-        for j, ch in enumerate(envs.CHANNELS, start=1):
-            on = active & (channel == j)
-            v[_COL[f"contacts_{ch}"]] += on
-            v[_COL[f"contact_cost_{ch}"]] += np.where(on, info["contact_cost"], 0.0)
-        for k, st in enumerate(STAGES):
-            v[_COL[f"profit_from_{st}"]] += np.where(stage == k, profit, 0.0)
-        if t < settings.short_term_weeks:
-            v[_COL["short_term_profit"]] += profit
-        v[_COL["discounted_profit"]] += discount ** (t + 1) * profit
-        v[_COL["churned"]] += active & info["latent"]["dropped_out"]
-        ended = active & terminated
-        if ended.any():
-            rows = np.flatnonzero(ended)
-            v[_COL["residual_clv"], rows] = discount ** (t + 1) * residual_clv(env, rows, discount)
-            v[_COL["unreachable"], rows] = 1.0
-            ended_at[rows] = t + 1
-            active &= ~terminated
         if on_week is not None:
             on_week()
-    rows = np.flatnonzero(active)
-    v[_COL["residual_clv"], rows] = discount ** H * residual_clv(env, rows, discount)
-    v[_COL["lifetime_value"]] = v[_COL["discounted_profit"]] + v[_COL["residual_clv"]]
-    return Rollout(v.T.copy(), weekly)
+    return Rollout(ledger.finish(env), weekly)
 
 
 def block_sums(values: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:

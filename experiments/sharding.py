@@ -62,7 +62,7 @@ import envs
 from agents.constraints import BudgetConstraint
 from agents.validation import check_batch
 from envs.observation import FEATURE_NAMES, STAGES
-from experiments.evaluation import KPI_COLUMNS, ROLES, EvalSettings, Evaluation, residual_clv
+from experiments.evaluation import KPI_COLUMNS, ROLES, CustomerLedger, EvalSettings, Evaluation
 from experiments.launchers.ray_cluster import RayConfig, init_ray, shutdown_ray
 
 COL = {c: i for i, c in enumerate(KPI_COLUMNS)}
@@ -183,52 +183,6 @@ def ranked_before(score: np.ndarray, customer: np.ndarray, cutoff: tuple[float, 
 
 
 # ------------------------------------------------------------------------------- shard
-class CustomerLedger:
-    """Per-customer KPI values of a slice of rows, booked exactly as ``evaluation.rollout``."""
-
-    def __init__(self, n: int, settings: EvalSettings):
-        self.v = np.zeros((len(KPI_COLUMNS), n))
-        self.active = np.ones(n, bool)
-        self.settings = settings
-        self.discount = settings.weekly_discount
-
-    def add_week(self, t: int, env: envs.PopulationEnv, stage: np.ndarray, reward: np.ndarray,
-                 terminated: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        v, active, discount = self.v, self.active, self.discount
-        profit = np.where(active, reward.astype(np.float64), 0.0)
-        v[COL["profit"]] += profit
-        for name in ("revenue", "orders", "contact_cost", "discount_cost", "media_cost"):
-            v[COL[name]] += np.where(active, info[name], 0.0)
-        channel = info["channel"]
-        v[COL["offers"]] += active & (info["offer"] > 0) & (channel > 0)
-        v[COL["opt_outs"]] += np.where(active, info["opted_out"], 0)
-        for j, ch in enumerate(envs.CHANNELS, start=1):
-            on = active & (channel == j)
-            v[COL[f"contacts_{ch}"]] += on
-            v[COL[f"contact_cost_{ch}"]] += np.where(on, info["contact_cost"], 0.0)
-        for k, st in enumerate(STAGES):
-            v[COL[f"profit_from_{st}"]] += np.where(stage == k, profit, 0.0)
-        if t < self.settings.short_term_weeks:
-            v[COL["short_term_profit"]] += profit
-        v[COL["discounted_profit"]] += discount ** (t + 1) * profit
-        v[COL["churned"]] += active & info["latent"]["dropped_out"]
-        ended = active & terminated
-        if ended.any():
-            rows = np.flatnonzero(ended)
-            v[COL["residual_clv"], rows] = discount ** (t + 1) * residual_clv(env, rows, discount)
-            v[COL["unreachable"], rows] = 1.0
-            active &= ~terminated
-        return profit
-
-    def finish(self, env: envs.PopulationEnv) -> np.ndarray:
-        """(rows, len(KPI_COLUMNS)) values after the horizon."""
-        v, H = self.v, self.settings.horizon
-        rows = np.flatnonzero(self.active)
-        v[COL["residual_clv"], rows] = self.discount ** H * residual_clv(env, rows, self.discount)
-        v[COL["lifetime_value"]] = v[COL["discounted_profit"]] + v[COL["residual_clv"]]
-        return v.T.copy()
-
-
 class ShardWorker:
     """Customers ``[start, stop)`` of every population, stepped week by week (a Ray actor)."""
 
