@@ -458,13 +458,7 @@ class LinearBandit:
 
     def update(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
         """Learn from (n, d) contexts, (n, 3) actions taken and (n,) rewards observed."""
-        obs = check_obs(obs, self.schema)
-        actions, rewards = _check_feedback(obs, actions, rewards)
-        arm = self._arm_of[joint_index(actions, self.schema.nvec)]
-        keep = arm >= 0
-        if not keep.all():
-            self.stats["skipped_updates"] += int((~keep).sum())
-            obs, arm, rewards = obs[keep], arm[keep], rewards[keep]
+        obs, arm, rewards = arm_feedback(self.schema, self._arm_of, self.stats, obs, actions, rewards)
         self.model.add(obs, arm, rewards)
         if np.any(self.model.counts > (1.0 + self.refit_growth) * self._counts_at_fit):
             self._current = None
@@ -523,6 +517,20 @@ class LinearBandit:
         bandit = LinearBandit(schema, rule_from_dict(state["rule"]), arms=state["arms"], ridge=float(state["ridge"]))
         bandit.load_state_dict(state)
         return bandit
+
+
+def arm_feedback(schema: DecisionSchema, arm_of: np.ndarray, stats: dict[str, Any], obs: np.ndarray,
+                 actions: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated feedback as (contexts, arm index, rewards); rows whose action is not one of the
+    bandit's arms (``arm_of`` = −1) are dropped and counted in ``stats["skipped_updates"]``."""
+    obs = check_obs(obs, schema)
+    actions, rewards = _check_feedback(obs, actions, rewards)
+    arm = arm_of[joint_index(actions, schema.nvec)]
+    keep = arm >= 0
+    if not keep.all():
+        stats["skipped_updates"] += int((~keep).sum())
+        obs, arm, rewards = obs[keep], arm[keep], rewards[keep]
+    return obs, arm, rewards
 
 
 def _check_feedback(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

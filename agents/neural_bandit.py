@@ -42,9 +42,9 @@ from agents.bandits import (
     LinearFit,
     RewardSpec,
     ThompsonRule,
-    _check_feedback,
     _check_state_schema,
     _choose,
+    arm_feedback,
     load_state,
     resolve_reward,
     reward_from_dict,
@@ -179,13 +179,7 @@ class NeuralLinearThompson:
 
     def update(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
         """Learn from (n, d) contexts, (n, 3) actions taken and (n,) rewards observed."""
-        obs = check_obs(obs, self.schema)
-        actions, rewards = _check_feedback(obs, actions, rewards)
-        arm = self._arm_of[joint_index(actions, self.schema.nvec)]
-        keep = arm >= 0
-        if not keep.all():
-            self.stats["skipped_updates"] += int((~keep).sum())
-            obs, arm, rewards = obs[keep], arm[keep], rewards[keep]
+        obs, arm, rewards = arm_feedback(self.schema, self._arm_of, self.stats, obs, actions, rewards)
         self._remember(obs, arm, rewards)
         self._since_retrain += len(arm)
         if self._since_retrain >= self.config["retrain_every"] and self._size >= self.config["batch_size"]:

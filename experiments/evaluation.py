@@ -249,6 +249,21 @@ def rollout(policy_or_factory: Any, settings: EvalSettings, seed: int, *,
     return Rollout(ledger.finish(env), weekly)
 
 
+def result_frames(name: str, role: str, seed: int, sums: np.ndarray, counts: np.ndarray,
+                  weekly_profit: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One policy × population's rows of :attr:`Evaluation.blocks` and :attr:`Evaluation.weekly`."""
+    df = pd.DataFrame(sums, columns=list(KPI_COLUMNS))
+    df.insert(0, "customers", counts)
+    df.insert(0, "block", np.arange(len(counts)))
+    df.insert(0, "seed", seed)
+    df.insert(0, "role", role)
+    df.insert(0, "policy", name)
+    weekly = pd.DataFrame({"policy": name, "role": role, "seed": seed,
+                           "week": np.arange(1, len(weekly_profit) + 1),
+                           "profit_per_customer": weekly_profit})
+    return df, weekly
+
+
 def block_sums(values: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
     """Sums (n_blocks, k) of contiguous customer blocks and their sizes (n_blocks,)."""
     n = values.shape[0]
@@ -283,16 +298,9 @@ def evaluate(policies: Mapping[str, Any], settings: EvalSettings, *, roles: Mapp
             for seed in settings.seeds:
                 r = rollout(pol, settings, seed, on_week=lambda: pbar.update(1))
                 sums, counts = block_sums(r.values, settings.n_blocks)
-                df = pd.DataFrame(sums, columns=list(KPI_COLUMNS))
-                df.insert(0, "customers", counts)
-                df.insert(0, "block", np.arange(len(counts)))
-                df.insert(0, "seed", seed)
-                df.insert(0, "role", role)
-                df.insert(0, "policy", name)
-                block_rows.append(df)
-                weekly_rows.append(pd.DataFrame({"policy": name, "role": role, "seed": seed,
-                                                 "week": np.arange(1, settings.horizon + 1),
-                                                 "profit_per_customer": r.weekly_profit}))
+                blocks, weekly = result_frames(name, role, seed, sums, counts, r.weekly_profit)
+                block_rows.append(blocks)
+                weekly_rows.append(weekly)
     return Evaluation(pd.concat(block_rows, ignore_index=True), pd.concat(weekly_rows, ignore_index=True),
                       settings)
 

@@ -62,7 +62,14 @@ import envs
 from agents.constraints import BudgetConstraint
 from agents.validation import check_batch
 from envs.observation import FEATURE_NAMES, STAGES
-from experiments.evaluation import KPI_COLUMNS, ROLES, CustomerLedger, EvalSettings, Evaluation
+from experiments.evaluation import (
+    KPI_COLUMNS,
+    ROLES,
+    CustomerLedger,
+    EvalSettings,
+    Evaluation,
+    result_frames,
+)
 from experiments.launchers.ray_cluster import RayConfig, init_ray, shutdown_ray
 
 COL = {c: i for i, c in enumerate(KPI_COLUMNS)}
@@ -392,15 +399,8 @@ def evaluate_sharded(policies: Mapping[str, Any], settings: EvalSettings, *, sha
             role = roles.get(name, "policy")
             for seed in settings.seeds:
                 r = pool.rollout(pol, seed, budget_per_customer=budget_per_customer)
-                df = pd.DataFrame(r.block_sums, columns=list(KPI_COLUMNS))
-                df.insert(0, "customers", r.counts)
-                df.insert(0, "block", np.arange(len(r.counts)))
-                df.insert(0, "seed", seed)
-                df.insert(0, "role", role)
-                df.insert(0, "policy", name)
-                block_rows.append(df)
-                weekly_rows.append(pd.DataFrame({"policy": name, "role": role, "seed": seed,
-                                                 "week": np.arange(1, settings.horizon + 1),
-                                                 "profit_per_customer": r.weekly_profit}))
+                blocks, weekly = result_frames(name, role, seed, r.block_sums, r.counts, r.weekly_profit)
+                block_rows.append(blocks)
+                weekly_rows.append(weekly)
     return Evaluation(pd.concat(block_rows, ignore_index=True), pd.concat(weekly_rows, ignore_index=True),
                       settings)
