@@ -27,6 +27,8 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from experiments.launchers.ray_cluster import RayConfig
+
 FAMILIES = ("baseline", "bandit", "rl")
 """Agent families: ``baseline`` policies act without learning, ``bandit`` learners update online
 each week, ``rl`` learners are Stable-Baselines3 models trained for ``train.timesteps``."""
@@ -180,9 +182,14 @@ class EvaluationConfig:
     """Weeks counted as "short term" (default: this week's profit)."""
     use_action_mask: bool = True
     """Give policies the env's action mask (opted-out channels off)."""
+    shards: int = 1
+    """Split every population into this many shards of customers, each a Ray actor
+    (:mod:`experiments.sharding`; Ray reached as ``ray.*`` says); 1 = in this process. Results are
+    bit-identical for policies that decide each customer from that customer's observation."""
 
     def __post_init__(self) -> None:
         _positive_int("evaluation.seeds", self.seeds)
+        _positive_int("evaluation.shards", self.shards)
         if self.seed is not None:
             _nonneg_int("evaluation.seed", self.seed)
         _positive_int("evaluation.bootstrap", self.bootstrap)
@@ -274,6 +281,9 @@ class RunConfig:
     policies: list[str] = field(default_factory=list)
     """``rapport-evaluate``: policies to evaluate, as MLflow model URIs (``runs:/<id>/policy``,
     ``models:/<name>/<version>``, ``models:/<name>@<alias>``) or bare run ids."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """How to reach Ray: sharded evaluation (``evaluation.shards`` > 1) and, when the app is
+    launched with ``hydra/launcher=ray``, the launcher's cluster (``ray.address=auto``)."""
 
     def __post_init__(self) -> None:
         _nonneg_int("seed", self.seed)

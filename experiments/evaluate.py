@@ -23,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import builders
 from experiments.config import AgentConfig, RunConfig, register_configs, to_settings
-from experiments.evaluation import evaluate, summarize
+from experiments.evaluation import summarize
 from experiments.progress import progress_enabled
+from experiments.sharding import evaluate_configured
 from experiments.tracking import flatten_params, resolve_tracking_uri, start_run
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -103,7 +104,7 @@ def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
             "rapport.policies": " ".join(uri for uri, _ in loaded.values())[:5000]}
     with start_run(settings.tracking, run_name=settings.tracking.run_name or "evaluate", params=params,
                    tags=tags) as tracker:
-        ev = evaluate(policies, es, roles=roles, progress=progress_enabled(settings.progress))
+        ev = evaluate_configured(policies, es, settings, roles=roles, progress=progress_enabled(settings.progress))
         summary = summarize(ev, baseline=base.name if base else None, oracle=ORACLE if settings.evaluation.oracle else None,
                             n_boot=settings.evaluation.bootstrap, confidence=settings.evaluation.confidence,
                             seed=seeds.policy)

@@ -404,3 +404,16 @@ def evaluate_sharded(policies: Mapping[str, Any], settings: EvalSettings, *, sha
                 weekly_rows.append(weekly)
     return Evaluation(pd.concat(block_rows, ignore_index=True), pd.concat(weekly_rows, ignore_index=True),
                       settings)
+
+
+def evaluate_configured(policies: Mapping[str, Any], es: EvalSettings, settings: Any, *,
+                        roles: Mapping[str, str] | None = None, progress: bool = False) -> Evaluation:
+    """What ``rapport-train``/``rapport-evaluate`` call: in this process, or sharded over Ray when
+    ``settings.evaluation.shards`` > 1 (``settings`` is the app's ``RunConfig``)."""
+    from experiments.evaluation import evaluate
+
+    shards = settings.evaluation.shards
+    if shards <= 1:
+        return evaluate(policies, es, roles=roles, progress=progress)
+    return evaluate_sharded(policies, es, shards=shards, roles=roles, ray=settings.ray,
+                            budget_per_customer=settings.constraints.weekly_budget_per_customer)

@@ -29,11 +29,11 @@ from experiments.evaluation import (
     EvalSettings,
     Evaluation,
     Summary,
-    evaluate,
     format_table,
     summarize,
 )
 from experiments.progress import progress_enabled
+from experiments.sharding import evaluate_configured
 from experiments.tracking import Tracker, flatten_params, multirun_parent, start_run
 
 ORACLE = "oracle"
@@ -133,7 +133,7 @@ def run(cfg: DictConfig | RunConfig, *, parent_run_id: str | None = None) -> dic
             policies[ORACLE] = builders.policy_factory(oracle_cfg, settings.constraints)
             roles[ORACLE] = "oracle"
             oracle_name = ORACLE
-        ev = evaluate(policies, es, roles=roles, progress=progress)
+        ev = evaluate_configured(policies, es, settings, roles=roles, progress=progress)
         summary = summarize(ev, baseline=baseline_name, oracle=oracle_name, n_boot=settings.evaluation.bootstrap,
                             confidence=settings.evaluation.confidence, seed=seeds.policy)
         metrics = summary.metrics(label)

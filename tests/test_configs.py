@@ -162,6 +162,8 @@ def no_work(monkeypatch, tmp_path):
     ("evaluation.confidence=1.5", ValueError, "evaluation.confidence"),
     ("train.timesteps=0", ValueError, "train.timesteps"),
     ("agent@evaluation.baseline=linucb", ValueError, "evaluation.baseline"),
+    ("evaluation.shards=0", ValueError, "evaluation.shards"),
+    ("ray.num_cpus=0", ValueError, "ray.num_cpus"),
 ])
 def test_bad_values_fail_before_any_work_naming_the_key(override, error, needle, no_work):
     cfg = compose_cfg([override, "debug=fast"])
@@ -180,3 +182,24 @@ def test_bad_overrides_fail_at_composition_naming_the_key(override, error, needl
         compose_cfg([override, "debug=fast"])
     text = str(info.value) + str(info.value.__cause__ or "")
     assert needle in text
+
+
+def test_ray_node_and_shards_reach_the_run_settings():
+    settings = to_settings(compose_cfg(["agent=mass", "debug=fast", "ray.address=auto", "evaluation.shards=4"]))
+    assert settings.ray.address == "auto" and settings.evaluation.shards == 4
+
+
+@pytest.mark.slow
+def test_sharded_rapport_train_matches_the_single_process_run():
+    import shutil
+    import tempfile
+
+    short = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's unix sockets need a short path
+    try:
+        common = ["agent=rfm", "debug=fast", "tracking=none", "evaluation.oracle=false"]
+        single = train.run(compose_cfg(common))
+        sharded = train.run(compose_cfg([*common, "evaluation.shards=2", "ray.num_cpus=2",
+                                         f"ray.tmpdir={short}"]))
+        assert single == sharded
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
