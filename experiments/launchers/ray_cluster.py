@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+AUTH_ENV = "RAY_AUTH_MODE"
 """Set to ``0``, Ray keeps 127.0.0.1 instead of rewriting it to the interface address."""
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -146,6 +147,10 @@ def _prepare_loopback(wanted: bool) -> None:
                 "Python starts (or before `import ray`), or pass ray.loopback=false and a "
                 "non-loopback address")
     os.environ[LOOPBACK_ENV] = "0"
+    # A loopback cluster is private to this machine. Ray 2.5x+ turns token authentication on for
+    # some start paths (and writes ~/.ray/auth_token) but not others, so a head and a driver can
+    # disagree and the driver is refused; pin one mode for both unless the user chose one.
+    os.environ.setdefault(AUTH_ENV, "disabled")
 
 
 def init_ray(cfg: RayConfig | None = None) -> bool:
@@ -214,7 +219,7 @@ class LocalCluster:
         self.ray_bin = ray_bin or str(Path(sys.executable).parent / "ray")
         self.address: str | None = None
         self.pgid: int | None = None
-        self.env = {**os.environ, LOOPBACK_ENV: "0", "RAY_TMPDIR": self.tmpdir}
+        self.env = {AUTH_ENV: "disabled", **os.environ, LOOPBACK_ENV: "0", "RAY_TMPDIR": self.tmpdir}
         self.start_log = ""
 
     def start(self) -> LocalCluster:
