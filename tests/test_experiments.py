@@ -133,7 +133,7 @@ def test_a_crashed_run_ends_failed(store, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation exploded")
 
-    monkeypatch.setattr(train, "evaluate", broken)
+    monkeypatch.setattr(train, "evaluate_configured", broken)
     with pytest.raises(RuntimeError, match="exploded"):
         train.run(compose_cfg(["agent=mass", "debug=fast", f"tracking.uri={store}", "tracking.experiment=crash"]))
     (run,) = runs_of(store, "crash")
