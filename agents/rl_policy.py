@@ -24,7 +24,7 @@ Continuous-action models (SAC) are not served here: a density is not a propensit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from agents.rl import BatchedA2C, BatchedPPO, attach_recorder, maskable_ppo_class
 from agents.sb3_adapter import joint_action_mask, unflatten_actions
 
-__all__ = ["ALGORITHMS", "SB3Policy", "load_model", "save_model"]
+__all__ = ["ALGORITHMS", "SB3Policy", "load_model", "normalization_stats", "save_model"]
 
 
 def _algorithm(algo: str) -> type[BaseAlgorithm]:
@@ -68,6 +68,37 @@ def load_model(path: str | Path, algo: str, env: Any = None) -> BaseAlgorithm:
     return model
 
 
+def normalization_stats(value: Any, n_features: int | None = None) -> dict[str, Any] | None:
+    """``VecNormalize`` observation statistics as a plain dict (``mean``, ``var`` float64 arrays,
+    ``clip_obs``, ``epsilon`` floats), from a ``VecNormalize``, a mapping of those keys, or
+    ``None`` (returned as is). A VecNormalize that does not normalise observations gives None.
+    With ``n_features``, mean and var must have one entry per feature."""
+    if value is None:
+        return None
+    if hasattr(value, "obs_rms"):  # stable_baselines3 VecNormalize
+        if not getattr(value, "norm_obs", True):
+            return None
+        value = {"mean": value.obs_rms.mean, "var": value.obs_rms.var,
+                 "clip_obs": value.clip_obs, "epsilon": value.epsilon}
+    if not isinstance(value, Mapping) or not {"mean", "var"} <= set(value):
+        raise TypeError("obs_normalization must be a VecNormalize or a mapping with 'mean' and "
+                        f"'var' (and optionally 'clip_obs', 'epsilon'), got {type(value).__name__}")
+    stats = {"mean": np.array(value["mean"], np.float64).reshape(-1),  # copies: a snapshot
+             "var": np.array(value["var"], np.float64).reshape(-1),
+             "clip_obs": float(value.get("clip_obs", 10.0)),
+             "epsilon": float(value.get("epsilon", 1e-8))}
+    width = stats["mean"].size if n_features is None else n_features
+    for key in ("mean", "var"):
+        if stats[key].shape != (width,) or not np.all(np.isfinite(stats[key])):
+            raise ValueError(f"obs_normalization[{key!r}] must be {width} finite numbers (one "
+                             f"per feature), got shape {stats[key].shape}")
+    if np.any(stats["var"] < 0) or stats["clip_obs"] <= 0 or stats["epsilon"] < 0:
+        raise ValueError("obs_normalization needs var >= 0, clip_obs > 0 and epsilon >= 0, got "
+                         f"min var {stats['var'].min()}, clip_obs {stats['clip_obs']}, "
+                         f"epsilon {stats['epsilon']}")
+    return stats
+
+
 class SB3Policy:
     """Serve a trained discrete-action SB3 model through the Policy protocol.
 
@@ -83,10 +114,18 @@ class SB3Policy:
         Take the most probable allowed action (propensity 1.0) instead of sampling.
     epsilon
         DQN only: exploration rate when sampling (default: the model's final epsilon).
+    obs_normalization
+        The observation statistics the model was trained behind (SB3 ``VecNormalize``): a
+        ``VecNormalize`` or a mapping with ``mean``, ``var`` and optionally ``clip_obs`` (10)
+        and ``epsilon`` (1e-8). Raw observations are then standardised as VecNormalize does,
+        ``clip((obs - mean) / sqrt(var + epsilon), ±clip_obs)`` in float64, before the model
+        sees them, so the preprocessing travels with the policy (and into its exports).
+        Stored as a plain dict in :attr:`obs_normalization`; ``None``: raw features.
     """
 
     def __init__(self, model: BaseAlgorithm, *, nvec: Sequence[int] | None = None,
-                 greedy: bool = False, epsilon: float | None = None):
+                 greedy: bool = False, epsilon: float | None = None,
+                 obs_normalization: Any = None):
         space = model.action_space
         if isinstance(space, spaces.MultiDiscrete):
             self._dims = tuple(int(k) for k in space.nvec)
@@ -107,6 +146,7 @@ class SB3Policy:
         self.epsilon = float(getattr(model, "exploration_final_eps", 0.0)
                              if epsilon is None else epsilon)
         self.n_features = int(np.prod(model.observation_space.shape))
+        self.obs_normalization = normalization_stats(obs_normalization, self.n_features)
 
     # ---- distribution ---------------------------------------------------------------------
     def action_probabilities(self, obs: np.ndarray,
@@ -178,6 +218,10 @@ class SB3Policy:
         if obs.ndim != 2 or obs.shape[1] != self.n_features:
             raise ValueError(f"obs must be (n_customers, {self.n_features}) float32, got shape "
                              f"{obs.shape}")
+        norm = self.obs_normalization
+        if norm is not None:
+            z = (obs.astype(np.float64) - norm["mean"]) / np.sqrt(norm["var"] + norm["epsilon"])
+            obs = np.clip(z, -norm["clip_obs"], norm["clip_obs"]).astype(np.float32)
         return obs
 
     def _split_masks(self, action_mask: np.ndarray | None,

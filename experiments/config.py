@@ -93,6 +93,12 @@ class AgentConfig:
     """Learners only: evaluate the ``greedy`` frozen policy or keep exploring (``explore``)."""
     flatten_actions: bool = False
     """RL only: offer the joint action as ``Discrete(prod(nvec))`` (needed by DQN)."""
+    normalize_obs: bool = False
+    """RL only: train behind SB3's ``VecNormalize`` observation standardisation; its running
+    statistics are frozen into the policy (and its exports) when training ends."""
+    normalize_reward: bool = False
+    """RL only: scale rewards by VecNormalize's running std of the discounted return (training
+    signal only; evaluation and KPIs always use profit in $)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -105,8 +111,9 @@ class AgentConfig:
         if self.eval_mode not in ("greedy", "explore"):
             raise ValueError(f"agent {self.name!r}: agent.eval_mode must be 'greedy' or 'explore', "
                              f"got {self.eval_mode!r}")
-        if self.flatten_actions and self.family != "rl":
-            raise ValueError(f"agent {self.name!r}: agent.flatten_actions applies to family 'rl' only")
+        for flag in ("flatten_actions", "normalize_obs", "normalize_reward"):
+            if getattr(self, flag) and self.family != "rl":
+                raise ValueError(f"agent {self.name!r}: agent.{flag} applies to family 'rl' only")
 
 
 @dataclass

@@ -42,8 +42,13 @@ MODEL_CODE = Path(__file__).with_name("mlflow_policy_model.py")
 
 def save_policy(directory: str | Path, *, schema: DecisionSchema, agent: AgentConfig,
                 constraints: ConstraintsConfig, core_policy: Any = None, sb3_model: Any = None,
-                greedy: bool = True, extra: dict[str, Any] | None = None) -> Path:
-    """Write a policy folder (see module doc); exactly one of ``core_policy`` / ``sb3_model``."""
+                greedy: bool = True, obs_normalization: Any = None,
+                extra: dict[str, Any] | None = None) -> Path:
+    """Write a policy folder (see module doc); exactly one of ``core_policy`` / ``sb3_model``.
+
+    ``obs_normalization`` (SB3 models only): the VecNormalize observation statistics the model
+    was trained behind (anything :func:`agents.rl_policy.normalization_stats` takes); stored in
+    ``meta.json`` and applied again by :func:`load_policy` and by exports."""
     if (core_policy is None) == (sb3_model is None):
         raise ValueError("save_policy needs exactly one of core_policy or sb3_model")
     d = Path(directory)
@@ -58,9 +63,18 @@ def save_policy(directory: str | Path, *, schema: DecisionSchema, agent: AgentCo
         algo = SB3_ALGO_NAMES.get(type(sb3_model).__name__)
         if algo is None:
             raise ValueError(f"cannot save SB3 model of type {type(sb3_model).__name__}")
+        from agents.rl_policy import normalization_stats
+
         sb3_model.save(d / "model.zip")
         meta.update(format="sb3", algo=algo, greedy=greedy, flatten_actions=bool(agent.flatten_actions))
+        stats = normalization_stats(obs_normalization, schema.n_features)
+        if stats is not None:
+            meta["obs_normalization"] = {k: v.tolist() if isinstance(v, np.ndarray) else v
+                                         for k, v in stats.items()}
     else:
+        if obs_normalization is not None:
+            raise ValueError("obs_normalization applies to SB3 models (sb3_model=...), not to "
+                             f"{type(core_policy).__name__}")
         import cloudpickle
 
         (d / "policy.pkl").write_bytes(cloudpickle.dumps(core_policy))
@@ -112,7 +126,8 @@ def load_policy(directory: str | Path) -> LoadedPolicy:
 
         model = load_model(d / "model.zip", meta["algo"])
         core = SB3Policy(model, nvec=schema.nvec if meta.get("flatten_actions") else None,
-                         greedy=bool(meta.get("greedy", True)))
+                         greedy=bool(meta.get("greedy", True)),
+                         obs_normalization=meta.get("obs_normalization"))
     elif meta["format"] == "pickle":
         import cloudpickle
 

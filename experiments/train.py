@@ -187,7 +187,8 @@ def _log_outputs(tracker: Tracker, settings: RunConfig, trained: Any, ev: Evalua
         with tempfile.TemporaryDirectory() as tmp:
             folder = save_policy(Path(tmp) / "policy", schema=builders.schema_of(env), agent=settings.agent,
                                  constraints=settings.constraints, core_policy=trained.core_policy,
-                                 sb3_model=trained.sb3_model, greedy=settings.agent.eval_mode == "greedy")
+                                 sb3_model=trained.sb3_model, greedy=settings.agent.eval_mode == "greedy",
+                                 obs_normalization=trained.obs_normalization)
             uri = tracker.log_policy_model(folder, input_example=example)
         if uri:
             tracker.set_tags({"rapport.model_uri": uri})

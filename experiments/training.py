@@ -45,6 +45,8 @@ class Trained:
     """Policy to save (no constraints), for baselines and bandits; None when not saveable."""
     sb3_model: Any = None
     """Trained SB3 model to save (rl family)."""
+    obs_normalization: dict[str, Any] | None = None
+    """rl family: the observation statistics the model was trained behind (saved with it)."""
     history: list[dict[str, float]] = field(default_factory=list)
     """Per-iteration metrics, each with a ``step`` (customer-weeks seen)."""
     learning_curve_key: str | None = None
@@ -127,6 +129,14 @@ def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker
                             autoreset_mode="same_step", include_latent=False)
     venv = BatchedVecEnv(env, flatten_actions=settings.agent.flatten_actions)
     venv.seed(seeds.train_env)
+    normalize = None
+    if settings.agent.normalize_obs or settings.agent.normalize_reward:
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        # The return's discount for reward scaling is the agent's own gamma.
+        gamma = float(settings.agent.params.get("gamma", 0.99))
+        venv = normalize = VecNormalize(venv, norm_obs=settings.agent.normalize_obs,
+                                        norm_reward=settings.agent.normalize_reward, gamma=gamma)
     model = builders.build_sb3(settings.agent, venv, seed=seeds.agent)
     total = settings.train.timesteps
     history: list[dict[str, float]] = []
@@ -159,6 +169,8 @@ def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker
     with bar(total, desc=f"train {settings.agent.name}", unit="cw", enabled=progress) as pbar:
         model.learn(total_timesteps=total, callback=Progress(pbar.update))
     nvec = tuple(int(k) for k in env.single_action_space.nvec) if settings.agent.flatten_actions else None
-    core = SB3Policy(model, nvec=nvec, greedy=settings.agent.eval_mode == "greedy")
+    # The statistics stop moving here: what evaluation and every export apply is this snapshot.
+    core = SB3Policy(model, nvec=nvec, greedy=settings.agent.eval_mode == "greedy", obs_normalization=normalize)
     curve = "rollout/ep_rew_mean" if any("rollout/ep_rew_mean" in h for h in history) else None
-    return Trained(_frozen_factory(core, settings), sb3_model=model, history=history, learning_curve_key=curve)
+    return Trained(_frozen_factory(core, settings), sb3_model=model, history=history, learning_curve_key=curve,
+                   obs_normalization=core.obs_normalization)

@@ -109,18 +109,6 @@ def train_linucb(args, schema, quiet_weeks: int) -> tuple[LinUCB, float]:
     return learner, time.perf_counter() - t0
 
 
-class NormalizedPolicy:
-    """Serve an SB3 policy trained behind ``VecNormalize``: the observation statistics it was
-    trained with are applied before the model (preprocessing travels with the policy)."""
-
-    def __init__(self, policy: Policy, obs_mean: np.ndarray, obs_var: np.ndarray, clip: float, eps: float):
-        self.policy, self.mean, self.std, self.clip = policy, obs_mean, np.sqrt(obs_var + eps), clip
-
-    def act(self, obs, rng, *, action_mask=None):
-        norm = np.clip((obs - self.mean) / self.std, -self.clip, self.clip).astype(np.float32)
-        return self.policy.act(norm, rng, action_mask=action_mask)
-
-
 def train_ppo(args) -> tuple[Any, Any, dict[str, float]]:
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
@@ -158,11 +146,8 @@ def train_ppo(args) -> tuple[Any, Any, dict[str, float]]:
 def ppo_policy(model, normalize, greedy: bool) -> Policy:
     from agents.rl_policy import SB3Policy
 
-    policy = SB3Policy(model, greedy=greedy)
-    if normalize is None:
-        return policy
-    return NormalizedPolicy(policy, normalize.obs_rms.mean, normalize.obs_rms.var, normalize.clip_obs,
-                            normalize.epsilon)
+    # The VecNormalize statistics PPO was trained behind travel with the policy.
+    return SB3Policy(model, greedy=greedy, obs_normalization=normalize)
 
 
 def main() -> None:

@@ -110,6 +110,11 @@ def test_ppo_run_logs_sb3_metrics_per_iteration_and_a_loadable_model(ppo_run, st
     assert "train/value_loss" in run.data.metrics
     policy = load_logged_policy(f"runs:/{run.info.run_id}/policy")
     assert policy.meta["format"] == "sb3" and policy.meta["algo"] == "ppo"
+    # agent=ppo trains behind VecNormalize: the frozen statistics were saved and are applied
+    stats = policy.meta["obs_normalization"]
+    assert len(stats["mean"]) == len(stats["var"]) == policy.schema.n_features
+    assert np.ptp(stats["mean"]) > 0 and policy.core.obs_normalization is not None
+    np.testing.assert_array_equal(policy.core.obs_normalization["var"], stats["var"])
 
 
 def _base_key(key: str) -> str:

@@ -119,7 +119,9 @@ def _export_cases(root: Path, plan) -> dict:
                                            schema.nvec).mask(obs)
         np.save(root / "obs.npy", obs)
         name = f"{kind}-{mode}"
-        module, spec = build_decision_module(policy, schema, mode, obs_normalization=norm)
+        # The policy carries its VecNormalize statistics (a trained run's does): no explicit
+        # obs_normalization, and the reference below normalises with the VecNormalize itself.
+        module, spec = build_decision_module(policy, schema, mode)
         onnx_path = export_onnx(module, spec, root / f"{name}.onnx")
         actions, propensity = _in_memory(kind, mode, policy, schema, norm, obs, mask)
         case = {"onnx": str(onnx_path), "pt2": str(export_pt2(module, spec, root / f"{name}.pt2")),

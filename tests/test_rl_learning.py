@@ -220,6 +220,40 @@ def test_dqn_policy_is_epsilon_greedy_over_allowed_joint_actions() -> None:
         SB3Policy(make_sac(BatchedVecEnv(SpendEnv(num_envs=4)), seed=0))
 
 
+def test_obs_normalization_travels_with_the_policy(ppo_model: PPO) -> None:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = VecNormalize(BatchedVecEnv(BestOfferEnv(num_envs=64)), norm_obs=True, norm_reward=False,
+                        clip_obs=1.5)
+    venv.reset()
+    for _ in range(5):  # move the running statistics away from (0, 1)
+        venv.step(np.zeros((64, 2), np.int64))
+    obs = np.random.default_rng(0).normal(0.5, 1.0, (300, 4)).astype(np.float32)
+    raw = SB3Policy(ppo_model)
+    carried = SB3Policy(ppo_model, obs_normalization=venv)
+    expected = raw.action_probabilities(venv.normalize_obs(obs).astype(np.float32))
+    for got, want in zip(carried.action_probabilities(obs), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert not np.allclose(expected[0], raw.action_probabilities(obs)[0])  # it does matter
+    # A snapshot: later updates of the running statistics do not reach the policy.
+    frozen = carried.obs_normalization["mean"].copy()
+    venv.step(np.ones((64, 2), np.int64))
+    np.testing.assert_array_equal(carried.obs_normalization["mean"], frozen)
+    assert carried.obs_normalization["clip_obs"] == 1.5
+    # A plain mapping works the same; bad statistics are refused, naming what is wrong.
+    same = SB3Policy(ppo_model, obs_normalization={"mean": frozen,
+                                                   "var": carried.obs_normalization["var"],
+                                                   "clip_obs": 1.5})
+    np.testing.assert_array_equal(same.act(obs, np.random.default_rng(3))[0],
+                                  carried.act(obs, np.random.default_rng(3))[0])
+    with pytest.raises(ValueError, match=r"obs_normalization\['mean'\] must be 4 finite"):
+        SB3Policy(ppo_model, obs_normalization={"mean": [0.0, 0.0], "var": [1.0] * 4})
+    with pytest.raises(ValueError, match="var >= 0"):
+        SB3Policy(ppo_model, obs_normalization={"mean": [0.0] * 4, "var": [-1.0] * 4})
+    with pytest.raises(TypeError, match="mapping with 'mean' and 'var'"):
+        SB3Policy(ppo_model, obs_normalization=[0.0] * 4)
+
+
 # ---- save / load -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("algo", ["ppo", "maskable_ppo", "a2c", "dqn"])
 def test_save_load_gives_identical_actions(algo: str, tmp_path) -> None:

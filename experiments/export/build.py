@@ -39,7 +39,7 @@ import numpy as np
 
 from agents.bandits import LinearArmPolicy, LinearBandit
 from agents.protocol import DecisionSchema
-from agents.rl_policy import SB3Policy
+from agents.rl_policy import SB3Policy, normalization_stats
 from experiments.export.modules import (
     DecisionModule,
     EligibilityLayer,
@@ -67,19 +67,11 @@ class ObsNormalization:
 
     @classmethod
     def coerce(cls, value: Any) -> ObsNormalization | None:
-        """Accept None, an ObsNormalization, a VecNormalize, or a dict of the fields."""
+        """Accept None, an ObsNormalization, a VecNormalize, or a mapping of the fields."""
         if value is None or isinstance(value, ObsNormalization):
             return value
-        if hasattr(value, "obs_rms"):  # stable_baselines3 VecNormalize
-            if not getattr(value, "norm_obs", True):
-                return None
-            return cls(np.asarray(value.obs_rms.mean), np.asarray(value.obs_rms.var),
-                       float(value.clip_obs), float(value.epsilon))
-        if isinstance(value, dict):
-            return cls(np.asarray(value["mean"]), np.asarray(value["var"]),
-                       float(value.get("clip_obs", 10.0)), float(value.get("epsilon", 1e-8)))
-        raise TypeError(f"obs_normalization must be a VecNormalize, an ObsNormalization or a dict "
-                        f"with mean/var[/clip_obs/epsilon], got {type(value).__name__}")
+        stats = normalization_stats(value)
+        return None if stats is None else cls(**stats)
 
     def apply(self, obs: np.ndarray) -> np.ndarray:
         """What VecNormalize hands the policy (float32)."""

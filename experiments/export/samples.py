@@ -70,7 +70,9 @@ def quick_population(customers: int = 256, horizon: int = 8, scenario: str = "re
 
 def quick_sb3_policy(kind: str, *, seed: int = 0, customers: int = 256, steps: int = 1024):
     """``(policy, schema, obs_normalization)`` for ``kind`` in :data:`SB3_KINDS`; greedy and
-    explore copies of the policy are made with :meth:`SB3Policy` arguments by the caller."""
+    explore copies of the policy are made with :meth:`SB3Policy` arguments by the caller.
+    ``ppo_vecnormalize``'s policy carries the VecNormalize statistics itself (as a trained run's
+    does); the VecNormalize is returned too, as an independent reference."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     from agents.rl import make_dqn, make_maskable_ppo, make_ppo
@@ -92,8 +94,8 @@ def quick_sb3_policy(kind: str, *, seed: int = 0, customers: int = 256, steps: i
         raise ValueError(f"unknown SB3 kind {kind!r}; valid: {', '.join(SB3_KINDS)}")
     model.learn(steps)
     nvec = schema.nvec if kind == "dqn" else None
-    return SB3Policy(model, nvec=nvec, greedy=True, epsilon=0.2 if kind == "dqn" else None), \
-        schema, norm
+    return SB3Policy(model, nvec=nvec, greedy=True, epsilon=0.2 if kind == "dqn" else None,
+                     obs_normalization=norm), schema, norm
 
 
 def quick_bandit(kind: str, *, seed: int = 0, customers: int = 3000, weeks: int = 2):
