@@ -1,0 +1,65 @@
+"""The policy folder keeps what an SB3 policy was trained behind: save, load, act the same."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.vec_env import VecNormalize
+
+from agents import baselines
+from agents.rl import make_ppo
+from agents.rl_policy import SB3Policy
+from agents.sb3_adapter import BatchedVecEnv
+from experiments.config import AgentConfig, ConstraintsConfig
+from experiments.export.samples import quick_population, random_observations
+from experiments.policy_store import load_policy, save_policy
+
+torch.set_num_threads(1)
+PPO_AGENT = AgentConfig(name="ppo", family="rl", target="agents.rl.make_ppo", normalize_obs=True)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    env, schema = quick_population(64, horizon=4)
+    venv = VecNormalize(BatchedVecEnv(env), norm_obs=True, norm_reward=True)
+    model = make_ppo(venv, rollout_size=256, seed=0)
+    model.learn(512)
+    return model, venv, schema
+
+
+def test_saved_normalization_is_applied_after_loading(trained, tmp_path):
+    model, venv, schema = trained
+    folder = save_policy(tmp_path / "p", schema=schema, agent=PPO_AGENT, constraints=ConstraintsConfig(),
+                         sb3_model=model, greedy=False, obs_normalization=venv)
+    meta = json.loads((folder / "meta.json").read_text())
+    np.testing.assert_allclose(meta["obs_normalization"]["mean"], venv.obs_rms.mean)
+    np.testing.assert_allclose(meta["obs_normalization"]["var"], venv.obs_rms.var)
+    loaded = load_policy(folder)
+    obs = random_observations(schema, 500, np.random.default_rng(1))
+    in_memory = SB3Policy(model, obs_normalization=venv)
+    for a, b in zip(in_memory.action_probabilities(obs), loaded.core.action_probabilities(obs), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    ref, ref_prop = in_memory.act(obs, np.random.default_rng(2))
+    got, got_prop = loaded.act(obs, np.random.default_rng(2))
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_allclose(got_prop, ref_prop, rtol=1e-6)
+    # Without the statistics the same weights decide differently: the test can fail.
+    raw = SB3Policy(model).action_probabilities(obs)[0]
+    assert not np.allclose(raw, loaded.core.action_probabilities(obs)[0])
+
+
+def test_normalization_is_refused_where_it_cannot_apply(trained, tmp_path):
+    model, _, schema = trained
+    with pytest.raises(ValueError, match="obs_normalization applies to SB3 models"):
+        save_policy(tmp_path / "a", schema=schema, agent=AgentConfig(name="mass", family="baseline",
+                                                                     target="agents.baselines.MassMarketing"),
+                    constraints=ConstraintsConfig(), core_policy=baselines.DoNothing(schema),
+                    obs_normalization={"mean": [0.0] * schema.n_features, "var": [1.0] * schema.n_features})
+    with pytest.raises(ValueError, match=rf"must be {schema.n_features} finite numbers"):
+        save_policy(tmp_path / "b", schema=schema, agent=PPO_AGENT, constraints=ConstraintsConfig(),
+                    sb3_model=model, obs_normalization={"mean": [0.0, 1.0], "var": [1.0, 1.0]})
+    with pytest.raises(ValueError, match="agent.normalize_obs applies to family 'rl' only"):
+        AgentConfig(name="mass", family="baseline", target="agents.baselines.MassMarketing", normalize_obs=True)
