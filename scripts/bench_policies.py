@@ -163,7 +163,8 @@ def main() -> None:
     ap.add_argument("--customers", type=int, default=10_000, help="evaluation population")
     ap.add_argument("--eval-seeds", type=lambda v: [int(x) for x in v.split(",")], default=[2025, 2026, 2027],
                     help="evaluation populations, comma-separated; 2024 and 2025 were used to pick the bandit's "
-                         "arms and contact rule and 2025 to tune PPO, so 2026 onwards are held out")
+                         "arms and contact rule and 2025 to tune PPO; 2026 was looked at while choosing "
+                         "(it showed the all-channel bandit losing), 2027 onwards were not")
     ap.add_argument("--train-seed", type=int, default=7, help="training populations use train-seed + episode")
     ap.add_argument("--seed", type=int, default=0, help="policy/agent randomness")
     ap.add_argument("--train-customers", type=int, default=10_000)
