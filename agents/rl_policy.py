@@ -37,7 +37,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from agents.rl import BatchedA2C, BatchedPPO, attach_recorder, maskable_ppo_class
 from agents.sb3_adapter import joint_action_mask, unflatten_actions
 
-__all__ = ["ALGORITHMS", "SB3Policy", "load_model", "normalization_stats", "save_model"]
+__all__ = ["ALGORITHMS", "SB3Policy", "load_model", "normalization_stats", "normalize_observations",
+           "save_model"]
 
 
 def _algorithm(algo: str) -> type[BaseAlgorithm]:
@@ -97,6 +98,13 @@ def normalization_stats(value: Any, n_features: int | None = None) -> dict[str, 
                          f"min var {stats['var'].min()}, clip_obs {stats['clip_obs']}, "
                          f"epsilon {stats['epsilon']}")
     return stats
+
+
+def normalize_observations(obs: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
+    """What VecNormalize hands the policy: ``clip((obs - mean) / sqrt(var + epsilon), ±clip_obs)``
+    computed in float64, returned as float32 (``stats`` as from :func:`normalization_stats`)."""
+    z = (np.asarray(obs, np.float64) - stats["mean"]) / np.sqrt(stats["var"] + stats["epsilon"])
+    return np.clip(z, -stats["clip_obs"], stats["clip_obs"]).astype(np.float32)
 
 
 class SB3Policy:
@@ -218,10 +226,8 @@ class SB3Policy:
         if obs.ndim != 2 or obs.shape[1] != self.n_features:
             raise ValueError(f"obs must be (n_customers, {self.n_features}) float32, got shape "
                              f"{obs.shape}")
-        norm = self.obs_normalization
-        if norm is not None:
-            z = (obs.astype(np.float64) - norm["mean"]) / np.sqrt(norm["var"] + norm["epsilon"])
-            obs = np.clip(z, -norm["clip_obs"], norm["clip_obs"]).astype(np.float32)
+        if self.obs_normalization is not None:
+            obs = normalize_observations(obs, self.obs_normalization)
         return obs
 
     def _split_masks(self, action_mask: np.ndarray | None,

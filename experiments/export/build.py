@@ -39,7 +39,7 @@ import numpy as np
 
 from agents.bandits import LinearArmPolicy, LinearBandit
 from agents.protocol import DecisionSchema
-from agents.rl_policy import SB3Policy, normalization_stats
+from agents.rl_policy import SB3Policy, normalization_stats, normalize_observations
 from experiments.export.modules import (
     DecisionModule,
     EligibilityLayer,
@@ -75,8 +75,7 @@ class ObsNormalization:
 
     def apply(self, obs: np.ndarray) -> np.ndarray:
         """What VecNormalize hands the policy (float32)."""
-        z = (np.asarray(obs, np.float64) - self.mean) / np.sqrt(self.var + self.epsilon)
-        return np.clip(z, -self.clip_obs, self.clip_obs).astype(np.float32)
+        return normalize_observations(obs, asdict(self))
 
 
 @dataclass(frozen=True)
