@@ -13,6 +13,7 @@ from envs.kpis import EpisodeKPIs
 from envs.observation import FEATURE_NAMES, observation_bounds
 from envs.scenario import Scenario
 from envs.simulator import Simulator
+from envs.value import check_discount, residual_value
 
 _OBS_POOL_SIZE = 3
 """Observation buffers kept for recycling (one the caller holds, one being built, one spare)."""
@@ -121,6 +122,16 @@ class PopulationEnv(VectorEnv):
     0 for rows the action does not reach), and when the mechanism is on ``rate_drift, trust,
     online_share``. ``orders`` counts online and offline orders and first purchases.
 
+    ``value_discount=d`` (a weekly discount factor, e.g. ``envs.value.weekly_discount(0.10)``)
+    adds ``info["residual_value"]`` (float64, (num_envs,)), from latent truth: each row's expected
+    discounted future profit without further marketing (:func:`envs.value.residual_value`, the
+    terminal value of ``kpi/lifetime_value_per_customer``) in the state the returned observation
+    describes — after ``reset``, and after every step (for a row that is done, its last state;
+    with ``"same_step"`` autoreset the reset rows carry their new customer's value and the ended
+    episode's value is in ``info["final_residual_value"]``, next to ``final_obs``). It is a
+    training signal (a terminal reward at the horizon, a shaping potential), never an
+    observation.
+
     ## Starting state
     Each customer's tenure is uniform on ``scenario.initial_tenure_weeks`` (retail: 0-104) and
     their purchase history over it is drawn exactly from the purchase model (BG/NBD or sBG) and
@@ -148,7 +159,7 @@ class PopulationEnv(VectorEnv):
     ``info["latent"]["treatment_effect"]``, ~5 % of a step at 10^6 rows); ``copy_obs`` (default
     True: every step returns a new array; False: a view of one buffer that the next
     ``step``/``reset`` overwrites, as ``SyncVectorEnv(copy=False)``, which is faster for large
-    populations). Between steps: :meth:`set_mass_media_budget`; read :attr:`mass_media_budget`
+    populations); ``value_discount`` (see Rewards). Between steps: :meth:`set_mass_media_budget`; read :attr:`mass_media_budget`
     and :attr:`brand_awareness`.
 
     ## Version history
@@ -167,7 +178,7 @@ class PopulationEnv(VectorEnv):
                  autoreset_mode: str | AutoresetMode = "next_step", customer_offset: int = 0,
                  include_latent: bool = True, copy_obs: bool = True,
                  max_episode_steps: int | None = None, render_mode: str | None = None,
-                 treatment_effect: bool = True):
+                 treatment_effect: bool = True, value_discount: float | None = None):
         if max_episode_steps is not None:
             horizon = max_episode_steps
         self.sim = Simulator(scenario, num_envs, horizon, customer_offset)
@@ -183,6 +194,8 @@ class PopulationEnv(VectorEnv):
         self.render_mode = render_mode
         self.include_latent = include_latent
         self.treatment_effect = bool(treatment_effect)
+        self.value_discount = None if value_discount is None else \
+            check_discount("value_discount", value_discount)
         self.num_envs = self.sim.n
         low, high = observation_bounds(self.sim.model)
         self.single_observation_space = spaces.Box(low, high, dtype=np.float32)
@@ -259,7 +272,9 @@ class PopulationEnv(VectorEnv):
         self._needs_reset[:] = False
         self._started = True
         self.kpis.reset()
-        return self._observe(), self.sim.info(None, self.include_latent)
+        info = self.sim.info(None, self.include_latent)
+        self._add_value(info)
+        return self._observe(), info
 
     def step(self, actions):
         if not self._started:
@@ -269,6 +284,7 @@ class PopulationEnv(VectorEnv):
         if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._needs_reset.all():
             self.reset()  # every row was done (the horizon): a pure reset step, reward 0
             obs, info = self._observe(), self.sim.info(None, self.include_latent)
+            self._add_value(info)
             return obs, np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool), info
 
         restart = np.flatnonzero(self._needs_reset)
@@ -289,6 +305,7 @@ class PopulationEnv(VectorEnv):
             done[restart] = False
         obs = self._observe()
         info = self.sim.info(out, self.include_latent)
+        self._add_value(info)
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             self._needs_reset = done
         elif done.any():
@@ -299,9 +316,18 @@ class PopulationEnv(VectorEnv):
             self.sim.reset_rows(rows)
             obs = self._observe()
             info["action_mask"] = self.sim.action_mask()
+            if self.value_discount is not None:
+                info["final_residual_value"] = info["residual_value"].copy()
+                info["residual_value"][rows] = residual_value(
+                    self.sim.scenario, self.sim.state, rows, self.value_discount)
             if rows.size == n:
                 self.kpis.reset()
         return obs, out.profit, terminated, truncated, info
+
+    def _add_value(self, info: dict) -> None:
+        if self.value_discount is not None:
+            info["residual_value"] = residual_value(self.sim.scenario, self.sim.state, None,
+                                                    self.value_discount)
 
     @staticmethod
     def _zero_rows(out, rows: np.ndarray) -> None:

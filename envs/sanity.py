@@ -11,6 +11,8 @@ env                     action                  optimum                   episod
 :class:`BestOfferEnv`   MultiDiscrete (ch, off) the segment's best pair   1 week (terminated)
 :class:`FatigueEnv`     Discrete(2) contact?    contact every k* weeks    ``horizon`` (truncated)
 :class:`ChurnEnv`       MultiDiscrete (ch, off) never contact             until churn or horizon
+:class:`RetentionEnv`   Discrete(2) promote?    by objective: myopic      ``horizon`` (truncated)
+                                                always, long-term never
 :class:`SpendEnv`       Box [0, 1] $ per week   ``sqrt(a k) - k``         1 week (terminated)
 ======================  ======================  ========================  =====================
 
@@ -92,6 +94,10 @@ class SanityVectorEnv(VectorEnv):
     def _observe(self) -> np.ndarray:
         raise NotImplementedError
 
+    def _residual_value(self) -> np.ndarray | None:
+        """Optional: each row's latent value from now on (``info["residual_value"]``)."""
+        return None
+
     def _action_mask(self) -> np.ndarray | None:
         return None
 
@@ -141,11 +147,14 @@ class SanityVectorEnv(VectorEnv):
         done = terminated | truncated
         obs = self._observe()
         info: dict[str, Any] = {}
+        end_value = self._residual_value()
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             self._pending_reset = done
         elif done.any():
             info["final_obs"] = obs
             info["_final_obs"] = done
+            if end_value is not None:
+                info["final_residual_value"] = np.where(done, end_value, 0.0)
             rows = np.flatnonzero(done)
             self._reset_rows(rows)
             self._week[rows] = 0
@@ -154,8 +163,11 @@ class SanityVectorEnv(VectorEnv):
         return obs, reward, terminated, truncated, info
 
     def _info(self) -> dict[str, Any]:
-        mask = self._action_mask()
-        return {} if mask is None else {"action_mask": mask}
+        mask, value = self._action_mask(), self._residual_value()
+        info = {} if mask is None else {"action_mask": mask}
+        if value is not None:
+            info["residual_value"] = value
+        return info
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         space = self.single_action_space
@@ -360,6 +372,86 @@ class ChurnEnv(SanityVectorEnv):
         mask = np.ones((self.num_envs, 5), bool)
         mask[:, 2] = self.optin_sms
         return mask
+
+
+class RetentionEnv(SanityVectorEnv):
+    """A promotion that pays now and may lose the customer: myopia provably loses here.
+
+    * Each live customer pays ``base_value`` a week. Action ``Discrete(2)``: 1 = promote, which
+      adds ``bonus`` to this week's payment and then loses the customer (latent death, not an
+      episode end: a marketer cannot see it) with probability ``kill``.
+    * ``info["residual_value"]`` (latent, as ``Rapport/Population-v0`` with ``value_discount``):
+      a live customer's value from next week on, ``base_value * d / (1 - d)``; 0 when dead.
+    * Optimum by objective (:meth:`optimal_promotion`, a dynamic programme over weeks): promote
+      in week t iff ``bonus > kill * W_{t+1}``, the value the customer still carries. With the
+      defaults (H = 4, bonus 2, kill 0.25, d = 0.95):
+
+      - profit within the horizon (no terminal value, any discount ≤ 1): ``W_{t+1}`` is at most
+        6.94 (the remaining weeks' payments and bonuses), ``0.25 * 6.94 < 2``: *always promote*;
+      - lifetime value (discount d, residual value paid at the horizon): ``W_{t+1}`` is the
+        perpetuity ``d/(1-d) = 19``, ``0.25 * 19 > 2``: *never promote*.
+
+      :meth:`lifetime_value` gives a promotion schedule's exact expected lifetime value.
+    * Observation (float32, 1): week / horizon. Episode: *truncated* at ``horizon``.
+    """
+
+    def __init__(self, num_envs: int = 256, horizon: int = 4, base_value: float = 1.0,
+                 bonus: float = 2.0, kill: float = 0.25, discount: float = 0.95,
+                 autoreset_mode: str | AutoresetMode = "next_step", render_mode: str | None = None):
+        if not 0.0 < discount < 1.0:
+            raise ValueError(f"discount must be in (0, 1), got {discount}")
+        if not 0.0 <= kill <= 1.0:
+            raise ValueError(f"kill must be in [0, 1], got {kill}")
+        super().__init__(num_envs, horizon, autoreset_mode,
+                         spaces.Box(0.0, 1.0, (1,), np.float32), spaces.Discrete(2), render_mode)
+        self.base_value, self.bonus, self.kill = base_value, bonus, kill
+        self.value_discount = float(discount)
+        self.alive = np.ones(num_envs, bool)
+
+    def perpetuity(self) -> float:
+        """A live customer's value from next week on."""
+        d = self.value_discount
+        return self.base_value * d / (1.0 - d)
+
+    def optimal_promotion(self, long_term: bool, gamma: float = 1.0) -> np.ndarray:
+        """Bool (horizon,): the optimal promote decision per week, for the lifetime-value objective
+        (``long_term``: the env's discount, residual value at the horizon) or for profit within
+        the horizon discounted by ``gamma`` (no terminal value)."""
+        g = self.value_discount if long_term else gamma
+        # w: a live customer's value at the start of week t + 1 (past the horizon: b / (1 - d))
+        w = self.base_value / (1.0 - self.value_discount) if long_term else 0.0
+        promote = np.zeros(self.horizon, bool)
+        for t in reversed(range(self.horizon)):
+            promote[t] = self.bonus > self.kill * g * w
+            w = self.base_value + self.bonus * promote[t] + g * (1.0 - self.kill * promote[t]) * w
+        return promote
+
+    def lifetime_value(self, promote_weeks: set[int]) -> float:
+        """Exact expected ``sum_t d^(t+1) r_t + d^H * residual`` of promoting in ``promote_weeks``."""
+        d, alive, total = self.value_discount, 1.0, 0.0
+        for t in range(self.horizon):
+            promote = t in promote_weeks
+            total += d ** (t + 1) * alive * (self.base_value + self.bonus * promote)
+            alive *= 1.0 - self.kill * promote
+        return total + d ** self.horizon * alive * self.perpetuity()
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        self.alive[rows] = True
+
+    def _transition(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        promote = actions.astype(bool)
+        reward = np.where(self.alive, self.base_value + self.bonus * promote, 0.0)
+        self.alive &= ~(promote & (self.rng.random(self.num_envs) < self.kill))
+        return reward.astype(np.float32), np.zeros(self.num_envs, bool)
+
+    def _residual_value(self) -> np.ndarray:
+        return np.where(self.alive, self.perpetuity(), 0.0)
+
+    def _observe(self) -> np.ndarray:
+        return (self._week / self.horizon).astype(np.float32)[:, None]
+
+    def _action_mask(self) -> np.ndarray:
+        return np.ones((self.num_envs, 2), bool)
 
 
 class SpendEnv(SanityVectorEnv):

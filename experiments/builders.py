@@ -95,11 +95,30 @@ def resolve_scenario(env_cfg: EnvConfig) -> envs.Scenario:
 
 
 def make_env(env_cfg: EnvConfig, *, customers: int | None = None, scenario: envs.Scenario | None = None,
-             autoreset_mode: str = "next_step", include_latent: bool = True) -> envs.PopulationEnv:
-    """A population env of ``customers`` (default ``env_cfg.customers``) for ``env_cfg.horizon``."""
+             autoreset_mode: str = "next_step", include_latent: bool = True,
+             value_discount: float | None = None) -> envs.PopulationEnv:
+    """A population env of ``customers`` (default ``env_cfg.customers``) for ``env_cfg.horizon``
+    (``value_discount``: also the latent residual value in every info, for training objectives)."""
     return envs.PopulationEnv(
         num_envs=customers or env_cfg.customers, scenario=scenario or resolve_scenario(env_cfg),
-        horizon=env_cfg.horizon, autoreset_mode=autoreset_mode, include_latent=include_latent)
+        horizon=env_cfg.horizon, autoreset_mode=autoreset_mode, include_latent=include_latent,
+        value_discount=value_discount)
+
+
+def make_training_env(env_cfg: EnvConfig, agent_cfg: AgentConfig, discount: float, *,
+                      customers: int | None = None, scenario: envs.Scenario | None = None) -> Any:
+    """The population an RL agent trains on, rewarded by its ``agent.training_objective``
+    (``agents.objective``): same-step autoreset, no latent info, and for the lifetime-value
+    objectives the residual value at ``discount`` paid at the horizon (or shaped)."""
+    from agents.objective import LifetimeValueObjective, uses_terminal_value
+
+    objective = agent_cfg.training_objective or "myopic"
+    long_term = uses_terminal_value(objective)
+    env = make_env(env_cfg, customers=customers, scenario=scenario, autoreset_mode="same_step",
+                   include_latent=False, value_discount=discount if long_term else None)
+    if not long_term:
+        return env
+    return LifetimeValueObjective(env, discount, shaping=objective == "lifetime_value_shaped")
 
 
 def schema_of(env: Any) -> DecisionSchema:
@@ -276,11 +295,14 @@ def build_bandit(agent_cfg: AgentConfig, schema: DecisionSchema, *, seed: int | 
     return learner
 
 
-def build_sb3(agent_cfg: AgentConfig, venv: Any, *, seed: int) -> Any:
-    """An untrained SB3 model from a factory in ``agents.rl`` (``seed`` is the agent seed)."""
+def build_sb3(agent_cfg: AgentConfig, venv: Any, *, seed: int, gamma: float | None = None) -> Any:
+    """An untrained SB3 model from a factory in ``agents.rl`` (``seed`` is the agent seed;
+    ``gamma``: the objective's discount, see :meth:`RunConfig.learner_discount`)."""
     factory = resolve_target(agent_cfg.target)
     params = dict(agent_cfg.params)
     params.setdefault("seed", seed)
+    if gamma is not None:
+        params["gamma"] = gamma
     return factory(venv, **params)
 
 

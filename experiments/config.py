@@ -27,6 +27,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from agents.objective import OBJECTIVES, discount_for
 from experiments.launchers.ray_cluster import RayConfig
 
 FAMILIES = ("baseline", "bandit", "rl")
@@ -99,6 +100,14 @@ class AgentConfig:
     normalize_reward: bool = False
     """RL only: scale rewards by VecNormalize's running std of the discounted return (training
     signal only; evaluation and KPIs always use profit in $)."""
+    objective: str | None = None
+    """RL only: what training optimises (``agents.objective``). ``lifetime_value`` (the default
+    for family ``rl``): what ``kpi/lifetime_value_per_customer`` measures, the weekly discount of
+    ``evaluation.annual_discount_rate`` with the residual value paid at the horizon;
+    ``lifetime_value_shaped``: the same objective with potential-based shaping on the latent
+    residual value (same ranking of policies, the damage a contact does charged the week it
+    happens); ``myopic``: profit with the agent's own ``params.gamma`` (default 0.95) and no
+    terminal value, the contrast."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -114,6 +123,20 @@ class AgentConfig:
         for flag in ("flatten_actions", "normalize_obs", "normalize_reward"):
             if getattr(self, flag) and self.family != "rl":
                 raise ValueError(f"agent {self.name!r}: agent.{flag} applies to family 'rl' only")
+        if self.objective is not None:
+            if self.family != "rl":
+                raise ValueError(f"agent {self.name!r}: agent.objective applies to family 'rl' only "
+                                 "(bandits choose their reward with params.reward)")
+            if self.objective not in OBJECTIVES:
+                raise ValueError(f"agent {self.name!r}: agent.objective must be one of "
+                                 f"{OBJECTIVES}, got {self.objective!r}")
+
+    @property
+    def training_objective(self) -> str | None:
+        """The RL objective in force (``lifetime_value`` unless set); None for other families."""
+        if self.family != "rl":
+            return None
+        return self.objective or "lifetime_value"
 
 
 @dataclass
@@ -193,6 +216,11 @@ class EvaluationConfig:
     """Split every population into this many shards of customers, each a Ray actor
     (:mod:`experiments.sharding`; Ray reached as ``ray.*`` says); 1 = in this process. Results are
     bit-identical for policies that decide each customer from that customer's observation."""
+
+    @property
+    def weekly_discount(self) -> float:
+        """``(1 + annual_discount_rate) ** (-1/52)``: lifetime value's and training's discount."""
+        return (1.0 + self.annual_discount_rate) ** (-1.0 / 52.0)
 
     def __post_init__(self) -> None:
         _positive_int("evaluation.seeds", self.seeds)
@@ -294,6 +322,19 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _nonneg_int("seed", self.seed)
+        if self.agent is not None and self.agent.family == "rl":
+            try:
+                self.learner_discount()
+            except ValueError as err:
+                raise ValueError(f"agent {self.agent.name!r}: {err}") from None
+
+    def learner_discount(self) -> float:
+        """The RL learner's discount under ``agent.training_objective`` (see
+        :func:`agents.objective.discount_for`)."""
+        assert self.agent is not None
+        gamma = self.agent.params.get("gamma")
+        return discount_for(self.agent.training_objective or "myopic",
+                            self.evaluation.weekly_discount, gamma)
 
 
 def register_configs() -> None:

@@ -42,6 +42,7 @@ import pandas as pd
 
 import envs
 from envs.observation import FEATURE_NAMES, STAGES
+from envs.value import residual_value
 from experiments.progress import bar
 
 ROLES = ("agent", "baseline", "oracle", "policy")
@@ -127,37 +128,9 @@ class EvalSettings:
 
 
 def residual_clv(env: envs.PopulationEnv, rows: np.ndarray, weekly_discount: float) -> np.ndarray:
-    """Expected discounted future profit of ``rows`` from now on, from latent truth, no marketing.
-
-    Each order is worth margin × E[order value] = margin × p_GG / ν; a subscription fee earns
-    margin × fee for every week the customer is alive at its start.
-
-    * Non-contractual (BG/NBD: a live customer buys at rate λ and dies with probability p after
-      each purchase): the number of future purchases is geometric, so with continuous
-      discounting δ (``weekly_discount = e^{-δ}``) ``E[Σ_k e^{-δ S_k}] = q / (1 − (1−p) q)``,
-      ``q = λ / (λ + δ)``; the lifetime is Exp(λp), worth ``1 / (λp + δ)`` discounted weeks.
-    * Contractual (weekly sBG churn θ = p): alive at the start of week t with probability
-      ``(1−θ)^(t−1)``, so the weekly value (fee + λ × order value) × margin is worth
-      ``d / (1 − d (1−θ))`` with ``d = weekly_discount``.
-
-    Prospects (no purchase yet) and dead customers are worth 0 here: a conservative residual.
-    """
-    s, pm = env.sim.state, env.scenario.purchase
-    lam = s.rate[rows].astype(np.float64)
-    p_drop = np.clip(s.p_drop[rows].astype(np.float64), 1e-6, 1.0)
-    order_profit = pm.gross_margin * pm.p / s.spend_rate[rows].astype(np.float64)
-    fee = pm.gross_margin * float(getattr(pm, "subscription_fee", 0.0))
-    if getattr(pm, "dropout_process", "after_purchase") == "weekly":
-        d = weekly_discount
-        value = (fee + lam * order_profit) * d / (1.0 - d * (1.0 - p_drop))
-    else:
-        delta = max(-math.log(weekly_discount), 1e-12)
-        q = lam / (lam + delta)
-        value = order_profit * q / (1.0 - (1.0 - p_drop) * q) + fee / (lam * p_drop + delta)
-    live = s.alive[rows].copy()
-    if s.prospect.size:
-        live &= ~s.prospect[rows]
-    return np.where(live, value, 0.0)
+    """Expected discounted future profit of ``rows`` from now on, from latent truth, no marketing
+    (:func:`envs.value.residual_value`, the same value training gets as its terminal reward)."""
+    return residual_value(env.scenario, env.sim.state, rows, weekly_discount)
 
 
 @dataclass

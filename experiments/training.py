@@ -15,7 +15,9 @@ to the tracker (batched by the tracker).
   ``train/profit_per_customer``, ``train/contact_share``, ``train/offer_share``,
   ``train/mean_propensity``, ``train/episode``.
 * **rl**: ``model.learn(train.timesteps)`` on a ``BatchedVecEnv`` over the training population
-  (SAME_STEP autoreset, as SB3 expects); SB3's own logs (``train/…``, ``rollout/…``,
+  (SAME_STEP autoreset, as SB3 expects), rewarded by ``agent.training_objective``
+  (``agents.objective``: lifetime value at the evaluation's discount with the residual value
+  paid at the horizon, unless ``agent.objective=myopic``); SB3's own logs (``train/…``, ``rollout/…``,
   ``time/…``) become the per-iteration metrics, stepped by ``time/total_timesteps``.
 """
 
@@ -125,19 +127,19 @@ def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker
     from agents.rl_policy import SB3Policy
     from agents.sb3_adapter import BatchedVecEnv
 
-    env = builders.make_env(settings.env, customers=settings.train.customers, scenario=scenario,
-                            autoreset_mode="same_step", include_latent=False)
+    gamma = settings.learner_discount()
+    env = builders.make_training_env(settings.env, settings.agent, settings.evaluation.weekly_discount,
+                                     customers=settings.train.customers, scenario=scenario)
     venv = BatchedVecEnv(env, flatten_actions=settings.agent.flatten_actions)
     venv.seed(seeds.train_env)
     normalize = None
     if settings.agent.normalize_obs or settings.agent.normalize_reward:
         from stable_baselines3.common.vec_env import VecNormalize
 
-        # The return's discount for reward scaling is the agent's own gamma.
-        gamma = float(settings.agent.params.get("gamma", 0.99))
+        # The return's discount for reward scaling is the learner's own.
         venv = normalize = VecNormalize(venv, norm_obs=settings.agent.normalize_obs,
                                         norm_reward=settings.agent.normalize_reward, gamma=gamma)
-    model = builders.build_sb3(settings.agent, venv, seed=seeds.agent)
+    model = builders.build_sb3(settings.agent, venv, seed=seeds.agent, gamma=gamma)
     total = settings.train.timesteps
     history: list[dict[str, float]] = []
     recorder = getattr(model, "metrics", None)
