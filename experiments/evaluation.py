@@ -61,6 +61,7 @@ def _kpi_table() -> list[tuple[str, str, str]]:
         ("offers", "kpi/offers_per_customer", "Delivered offers (discounts, recommendations, gestures) per customer."),
         ("opt_outs", "kpi/opt_outs_per_customer", "Channel opt-outs per customer (a customer can opt out of several channels)."),
     ]
+    rows.append(("contacts", "kpi/contacts_per_customer", "Delivered contacts per customer, all channels."))
     for ch in envs.CHANNELS:
         rows.append((f"contacts_{ch}", f"kpi/contacts_{ch}_per_customer", f"Delivered {ch} contacts per customer."))
     for ch in envs.CHANNELS:
@@ -168,6 +169,7 @@ class CustomerLedger:
         channel = info["channel"]
         v[_COL["offers"]] += active & (info["offer"] > 0) & (channel > 0)
         v[_COL["opt_outs"]] += np.where(active, info["opted_out"], 0)
+        v[_COL["contacts"]] += active & (channel > 0)
         for j, ch in enumerate(envs.CHANNELS, start=1):
             on = active & (channel == j)
             v[_COL[f"contacts_{ch}"]] += on
