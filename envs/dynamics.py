@@ -291,12 +291,19 @@ class Outcome:
 
 
 def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
-               market: MarketWeek = NO_MARKET, treatment_effect: bool = False) -> Outcome:
+               market: MarketWeek = NO_MARKET, treatment_effect: bool = False,
+               survival: np.ndarray | None = None) -> Outcome:
     """Advance every customer one week under ``plan`` (3, n) int8; mutates ``s`` in place.
 
     ``treatment_effect``: also return, per row, this week's expected profit of the plan minus
     that of doing nothing, under latent truth (myopic: later effects through fatigue, opt-outs,
     trust, reminders and drop-out are not in it). It is exactly 0 for rows the plan does not reach.
+
+    ``survival`` (lookahead only, :mod:`envs.lookahead`): a float64 (n,) array of survival
+    weights. Given, latent drop-out is not sampled: every live customer stays alive and
+    ``survival`` is multiplied by the probability of surviving this week's drop-out hazards
+    (the BG/NBD coin after each purchase, sBG churn, reminders, annoyance) — a
+    Rao-Blackwellised path for estimating expected values with far less variance.
     """
     sc = model.scenario
     of, pm = sc.offers, sc.purchase
@@ -334,11 +341,15 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
         p = s.p_drop[buyers].astype(np.float64) * np.exp(-of.satisfaction_retention
                                                          * s.satisfaction[buyers].astype(np.float64))
         p = np.minimum(p, 1 - 1e-12)
-        with np.errstate(divide="ignore"):  # p = 0 means never: +inf
-            death_at = np.ceil(np.log(noise.uniform64(kb, wb, M.DROPOUT)) / np.log1p(-p))
-        death_at = np.maximum(death_at, 1)
-        bought = np.minimum(count, death_at)
-        dropped[buyers[death_at <= count]] = True
+        if survival is not None:
+            survival[buyers] *= (1.0 - p) ** count
+            bought = count
+        else:
+            with np.errstate(divide="ignore"):  # p = 0 means never: +inf
+                death_at = np.ceil(np.log(noise.uniform64(kb, wb, M.DROPOUT)) / np.log1p(-p))
+            death_at = np.maximum(death_at, 1)
+            bought = np.minimum(count, death_at)
+            dropped[buyers[death_at <= count]] = True
 
     d = mk.discount[buyers]
     orders_offline = None
@@ -387,16 +398,16 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
     opted_out[rows[out]] = True
 
     if pm.contractual:  # sBG: every live subscriber may cancel at the end of the week
-        _weekly_churn(model, s, dropped)
+        _weekly_churn(model, s, dropped, survival)
     if sc.media.reminder_dropout > 0:
-        _reminder(model, s, rows, dropped)
+        _reminder(model, s, rows, dropped, survival)
 
     # Stocks: decay, then add this week's contacts (F_{t+1} = ρ·F_t + n_t).
     s.fatigue *= model.decay
     s.fatigue.reshape(-1)[mk.flat] += F4(1.0)
     if mk.media_rows.size:
         s.fatigue[model.paid_media, mk.media_rows] += model.hill[mk.media_level]
-    _annoyance(model, s, dropped)
+    _annoyance(model, s, dropped, survival)
     s.alive &= ~dropped
 
     s.contact_bits <<= np.uint8(1)
@@ -453,18 +464,33 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
     return outcome
 
 
-def _weekly_churn(model: CompiledScenario, s: PopulationState, dropped: np.ndarray) -> None:
+def _drop(s: PopulationState, rows: np.ndarray, prob: np.ndarray, stream: int, dropped: np.ndarray,
+          survival: np.ndarray | None) -> None:
+    """Live ``rows`` drop out with probability ``prob`` (or, with ``survival``, are weighted by
+    the probability that they do not)."""
+    if survival is not None:
+        survival[rows] *= 1.0 - prob.astype(np.float64)
+    else:
+        dropped[rows[noise.uniform(s.key[rows], s.week[rows], stream) < prob]] = True
+
+
+def _weekly_churn(model: CompiledScenario, s: PopulationState, dropped: np.ndarray,
+                  survival: np.ndarray | None = None) -> None:
     """sBG cancellation: live subscriber i cancels with probability θ_i·exp(−γ_S·satisfaction).
     Dense: most rows of a subscription base are live."""
     theta = s.satisfaction * F4(-model.scenario.offers.satisfaction_retention)
     np.exp(theta, out=theta)
     theta *= s.p_drop
+    if survival is not None:
+        survival *= np.where(s.alive, 1.0 - theta.astype(np.float64), 1.0)
+        return
     cancel = noise.uniform(s.key, s.week, M.CHURN_WEEKLY) < theta
     cancel &= s.alive
     dropped |= cancel
 
 
-def _reminder(model: CompiledScenario, s: PopulationState, rows: np.ndarray, dropped: np.ndarray) -> None:
+def _reminder(model: CompiledScenario, s: PopulationState, rows: np.ndarray, dropped: np.ndarray,
+              survival: np.ndarray | None = None) -> None:
     """A delivered contact makes a live customer reconsider: drop out with probability
     reminder_dropout × p_i / mean p (Ascarza et al. 2016)."""
     live = rows[s.alive[rows]]
@@ -472,10 +498,11 @@ def _reminder(model: CompiledScenario, s: PopulationState, rows: np.ndarray, dro
         return
     r = model.scenario.media.reminder_dropout
     prob = np.minimum(F4(r / model.mean_dropout) * s.p_drop[live], F4(1.0))
-    dropped[live[noise.uniform(s.key[live], s.week[live], M.REMINDER) < prob]] = True
+    _drop(s, live, prob, M.REMINDER, dropped, survival)
 
 
-def _annoyance(model: CompiledScenario, s: PopulationState, dropped: np.ndarray) -> None:
+def _annoyance(model: CompiledScenario, s: PopulationState, dropped: np.ndarray,
+               survival: np.ndarray | None = None) -> None:
     """'Do not disturb': total fatigue above the tolerance drives latent drop-out."""
     md = model.scenario.media
     if md.annoyance_hazard == 0:
@@ -485,7 +512,7 @@ def _annoyance(model: CompiledScenario, s: PopulationState, dropped: np.ndarray)
     rows = rows[s.alive[rows]]
     if rows.size:
         h = -np.expm1(-md.annoyance_hazard * (total[rows] - md.annoyance_tolerance))
-        dropped[rows[noise.uniform(s.key[rows], s.week[rows], M.ANNOYANCE) < h]] = True
+        _drop(s, rows, h, M.ANNOYANCE, dropped, survival)
 
 
 def _convert_prospects(model: CompiledScenario, s: PopulationState, prospects: np.ndarray,

@@ -10,6 +10,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.kpis import EpisodeKPIs
+from envs.lookahead import Continuation, lookahead_values
 from envs.observation import FEATURE_NAMES, observation_bounds
 from envs.scenario import Scenario
 from envs.simulator import Simulator
@@ -365,6 +366,20 @@ class PopulationEnv(VectorEnv):
         For oracle policies and regret; reads latent state, so never give it to a real policy.
         """
         return self.sim.expected_myopic_profit(actions)
+
+    def lookahead_values(self, candidates: np.ndarray, continuation: Continuation, *, weeks: int = 8,
+                         samples: int = 4, annual_discount_rate: float = 0.10, seed: int = 0,
+                         weighted_survival: bool = True) -> np.ndarray:
+        """Latent-truth expected lifetime value ``(n, K)`` of each candidate action ``(K, 3)``
+        taken now and ``continuation`` (obs, mask -> actions) after it, by simulated rollouts
+        on fresh common random numbers (:func:`envs.lookahead.lookahead_values`).
+
+        For the long-term oracle; reads latent state, so never give it to a real policy. The
+        env's own state and randomness are unchanged.
+        """
+        return lookahead_values(self.sim, candidates, continuation, weeks=weeks, samples=samples,
+                                annual_discount_rate=annual_discount_rate, seed=seed,
+                                weighted_survival=weighted_survival)
 
     def state_bytes_per_customer(self) -> float:
         return self.sim.state.nbytes() / self.num_envs

@@ -92,10 +92,12 @@ class Simulator:
                 f"got {a.shape}")
         return as_plan(a, self.nvec)
 
-    def step(self, plan: np.ndarray, treatment_effect: bool = False) -> Outcome:
+    def step(self, plan: np.ndarray, treatment_effect: bool = False,
+             survival: np.ndarray | None = None) -> Outcome:
         """One week under a plan from :meth:`check_action` (``treatment_effect``: also compute
-        each row's true myopic treatment effect, :func:`envs.dynamics.transition`)."""
-        out = transition(self.model, self.state, plan, self.market.step(), treatment_effect)
+        each row's true myopic treatment effect; ``survival``: weight drop-out instead of
+        sampling it — see :func:`envs.dynamics.transition`)."""
+        out = transition(self.model, self.state, plan, self.market.step(), treatment_effect, survival)
         self.alive_prob = obs_mod.p_alive(self.model, self.state)
         seen = out.orders > 0 if out.orders_offline is None or self.scenario.omnichannel.observe_offline \
             else out.orders > out.orders_offline
