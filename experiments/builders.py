@@ -14,10 +14,10 @@ API (all inputs are the dataclasses of :mod:`experiments.config` or plain values
     policy = wrap_constraints(policy, schema, constraints_cfg, customers)
 
 A *policy factory* takes the env a policy will act in and returns the policy: the oracle needs
-the env's latent truth (``env.expected_myopic_profit``), calendar rules need its horizon, and
-constraints need its population size. Injected constructor arguments: ``schema`` always,
-``horizon`` and ``expected_profit_fn`` when the constructor takes them and ``params`` does not
-set them.
+the env's latent truth (``env.expected_myopic_profit``, ``env.lookahead_values``), calendar rules
+need its horizon, and constraints need its population size. Injected constructor arguments:
+``schema`` always, ``horizon``, ``expected_profit_fn`` and ``lookahead_fn`` when the constructor
+takes them and ``params`` does not set them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ from experiments.config import AgentConfig, ConstraintsConfig, EnvConfig
 PolicyFactory = Callable[[Any], Policy]
 """``env -> Policy`` (the env is an ``envs.PopulationEnv``)."""
 
-INJECTED = ("schema", "horizon", "expected_profit_fn")
+INJECTED = ("schema", "horizon", "expected_profit_fn", "lookahead_fn")
+LATENT_TRUTH = ("expected_profit_fn", "lookahead_fn")
+"""Injected arguments that read the env's latent truth (the oracles)."""
 """Constructor arguments supplied by the composition root, never by ``params`` (a learner's
 ``seed`` is also injected, from the run's agent seed, unless ``params`` sets it)."""
 
@@ -257,13 +259,18 @@ def _call_with_injection(target: Any, params: dict[str, Any], schema: DecisionSc
         if env is None:
             raise ValueError("this agent needs the env's latent truth (expected_profit_fn)")
         kwargs["expected_profit_fn"] = env.expected_myopic_profit
+    if "lookahead_fn" in named:
+        if env is None:
+            raise ValueError("this agent needs the env's latent truth (lookahead_fn)")
+        kwargs["lookahead_fn"] = env.lookahead_values
     return target(schema, **kwargs)
 
 
 def needs_latent_truth(agent_cfg: AgentConfig) -> bool:
-    """Whether the agent reads the env's latent truth (the oracle): such a policy is rebuilt
+    """Whether the agent reads the env's latent truth (the oracles): such a policy is rebuilt
     for every population and cannot be saved or served."""
-    return "expected_profit_fn" in _signature_params(resolve_target(agent_cfg.target))[0]
+    named = _signature_params(resolve_target(agent_cfg.target))[0]
+    return any(name in named for name in LATENT_TRUTH)
 
 
 def build_core_policy(agent_cfg: AgentConfig, env: Any) -> Policy:
@@ -318,3 +325,23 @@ def wrap_constraints(policy: Policy, schema: DecisionSchema, constraints: Constr
         policy = BudgetConstraint(policy, schema,
                                   weekly_budget=constraints.weekly_budget_per_customer * customers)
     return policy
+
+
+MYOPIC_ORACLE = "oracle"
+LONG_TERM_ORACLE = "long_term_oracle"
+
+
+def reference_oracles(evaluation: Any, constraints: ConstraintsConfig) -> dict[str, tuple[PolicyFactory, str, str]]:
+    """``{name: (factory, role, target)}`` of the oracles an evaluation config asks for: the
+    myopic one (``evaluation.oracle``, role ``oracle``) and the long-term one
+    (``evaluation.long_term_oracle``, role ``long_term_oracle``, at the evaluation's discount)."""
+    out: dict[str, tuple[PolicyFactory, str, str]] = {}
+    if evaluation.oracle:
+        cfg = AgentConfig(name=MYOPIC_ORACLE, family="baseline", target="agents.baselines.Oracle")
+        out[MYOPIC_ORACLE] = (policy_factory(cfg, constraints), "oracle", cfg.target)
+    if evaluation.long_term_oracle:
+        cfg = AgentConfig(name=LONG_TERM_ORACLE, family="baseline",
+                          target="agents.long_term_oracle.LongTermOracle",
+                          params={"annual_discount_rate": float(evaluation.annual_discount_rate)})
+        out[LONG_TERM_ORACLE] = (policy_factory(cfg, constraints), "long_term_oracle", cfg.target)
+    return out

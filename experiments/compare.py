@@ -81,7 +81,8 @@ def leaderboard(summary: Summary, *, metric: str = DEFAULT_METRIC) -> pd.DataFra
         rows.append(row)
     board = pd.DataFrame(rows).sort_values(metric, ascending=False, kind="stable").reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))
-    board.attrs.update(metric=metric, baseline=summary.baseline, oracle=summary.oracle,
+    reference = summary.long_term_oracle if metric == LONG_METRIC and summary.long_term_oracle else summary.oracle
+    board.attrs.update(metric=metric, baseline=summary.baseline, oracle=reference,
                        confidence=summary.confidence, seeds=summary.seeds, units=summary.units,
                        kendall_tau=summary.kendall_tau)
     return board
@@ -121,7 +122,8 @@ def to_markdown(board: pd.DataFrame) -> str:
     lines.append(f"Per customer; [{conf:.0%} bootstrap CI] over {board.attrs.get('units', '?')} customer blocks "
                  f"of {len(seeds)} evaluation population(s) shared by every policy (common random numbers). "
                  "Δ: paired difference against the baseline; 'independent CI': the interval the same "
-                 "difference would have without pairing. Regret: oracle − policy (the oracle is myopic: it "
+                 "difference would have without pairing. Regret: oracle − policy; on lifetime value against "
+                 "the long-term oracle when it was evaluated, otherwise against the myopic oracle (which "
                  "maximises this week's expected profit, so its long-term regret can be negative). "
                  f"short≠long: this week's and lifetime value's verdicts against the baseline disagree "
                  f"(both CIs exclude 0). Kendall τ between short- and long-term rankings: {tau:.2f}.")
@@ -138,6 +140,7 @@ class RunBlocks:
     oracle: str | None
     run_ids: list[str]
     fingerprint: str
+    long_term_oracle: str | None = None
 
 
 def runs_of_experiment(tracking_uri: str, experiment: str, *, parent_run_id: str | None = None,
@@ -175,7 +178,7 @@ def collect_blocks(tracking_uri: str, runs: Sequence[Any]) -> RunBlocks:
 
     quiet_mlflow()
     frames, fingerprints = [], {}
-    baseline = oracle = None
+    baseline = oracle = long_term = None
     with tempfile.TemporaryDirectory() as tmp:
         for i, run in enumerate(runs):
             path = download_artifacts(run_id=run.info.run_id, artifact_path=BLOCKS_ARTIFACT,
@@ -188,6 +191,8 @@ def collect_blocks(tracking_uri: str, runs: Sequence[Any]) -> RunBlocks:
             fingerprints.setdefault(run.data.tags.get("rapport.eval_fingerprint", "?"), []).append(run.info.run_id)
             baseline = baseline or (df.loc[df.role == "baseline", "policy"].iloc[0] if (df.role == "baseline").any() else None)
             oracle = oracle or (df.loc[df.role == "oracle", "policy"].iloc[0] if (df.role == "oracle").any() else None)
+            long_term = long_term or (df.loc[df.role == "long_term_oracle", "policy"].iloc[0]
+                                      if (df.role == "long_term_oracle").any() else None)
     if len(fingerprints) > 1:
         detail = "; ".join(f"{fp}: {len(ids)} run(s)" for fp, ids in fingerprints.items())
         raise ValueError("runs were evaluated on different worlds (scenario, customers, horizon or "
@@ -203,7 +208,12 @@ def collect_blocks(tracking_uri: str, runs: Sequence[Any]) -> RunBlocks:
     if baseline is not None:
         blocks.loc[blocks.policy == baseline, "role"] = "baseline"
     blocks = blocks.drop_duplicates(["policy", "seed", "block"], keep="first").reset_index(drop=True)
-    return RunBlocks(blocks, baseline, oracle, [r.info.run_id for r in runs], next(iter(fingerprints)))
+    if long_term is None and "long_term_oracle" in set(blocks.policy):
+        long_term = "long_term_oracle"
+    if long_term is not None:
+        blocks.loc[blocks.policy == long_term, "role"] = "long_term_oracle"
+    return RunBlocks(blocks, baseline, oracle, [r.info.run_id for r in runs], next(iter(fingerprints)),
+                     long_term)
 
 
 def leaderboard_from_runs(tracking_uri: str, runs: Sequence[Any], *, metric: str = DEFAULT_METRIC,
@@ -213,7 +223,8 @@ def leaderboard_from_runs(tracking_uri: str, runs: Sequence[Any], *, metric: str
     base = baseline or rb.baseline
     if base is not None and base not in set(rb.blocks.policy):
         raise ValueError(f"baseline {base!r} not among the compared policies {sorted(set(rb.blocks.policy))}")
-    summary = summarize(rb.blocks, baseline=base, oracle=rb.oracle, n_boot=n_boot, confidence=confidence, seed=seed)
+    summary = summarize(rb.blocks, baseline=base, oracle=rb.oracle, long_term_oracle=rb.long_term_oracle,
+                        n_boot=n_boot, confidence=confidence, seed=seed)
     board = leaderboard(summary, metric=metric)
     runs_per_label = rb.blocks.groupby("policy")["run_id"].nunique()
     board.insert(3, "runs", board.policy.map(runs_per_label).fillna(0).astype(int))

@@ -78,7 +78,7 @@ class AgentConfig:
     """What decides: a policy class or a learner/factory, with its constructor parameters.
 
     ``schema`` (and, where the constructor takes them, ``horizon`` and the oracle's
-    ``expected_profit_fn``) are injected by :mod:`experiments.builders`; everything else comes
+    ``expected_profit_fn``, ``lookahead_fn``) are injected by :mod:`experiments.builders`; everything else comes
     from ``params``, checked against the constructor's signature before any work.
     """
 
@@ -199,6 +199,11 @@ class EvaluationConfig:
     ``agent@evaluation.baseline=<name>``); ``null`` for none."""
     oracle: bool = True
     """Also evaluate the myopic oracle (latent-truth best action each week) for regret."""
+    long_term_oracle: bool = False
+    """Also evaluate the long-term oracle (``agents.long_term_oracle``: rollout lookahead on the
+    latent truth, the ceiling for lifetime value); ``regret/lifetime_value`` is then against it.
+    Off by default: it simulates ~128 rollout rows per customer each week (about 1 s a week
+    per 1,000 customers); on in ``experiment=long_term``."""
     bootstrap: int = 1000
     """Bootstrap resamples for confidence intervals."""
     confidence: float = 0.95

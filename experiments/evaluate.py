@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import builders
-from experiments.config import AgentConfig, RunConfig, register_configs, to_settings
+from experiments.config import RunConfig, register_configs, to_settings
 from experiments.evaluation import summarize
 from experiments.progress import progress_enabled
 from experiments.sharding import evaluate_configured
@@ -71,7 +71,7 @@ def resolve_policies(uris: list[str], tracking_uri: str) -> dict[str, tuple[str,
 def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
     """Evaluate ``cfg.policies`` with the baseline and oracle; log and print the leaderboard."""
     from experiments.compare import leaderboard, to_markdown, write_leaderboard
-    from experiments.train import ORACLE, eval_settings, scenario_tags
+    from experiments.train import eval_settings, scenario_tags
 
     settings = to_settings(cfg)
     if not settings.policies:
@@ -95,18 +95,17 @@ def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
     if base is not None:
         policies[base.name] = builders.policy_factory(base, settings.constraints)
         roles[base.name] = "baseline"
-    if settings.evaluation.oracle:
-        oracle_cfg = AgentConfig(name=ORACLE, family="baseline", target="agents.baselines.Oracle")
-        policies[ORACLE] = builders.policy_factory(oracle_cfg, settings.constraints)
-        roles[ORACLE] = "oracle"
+    refs = {"oracle": None, "long_term_oracle": None}
+    for name, (factory, role, _) in builders.reference_oracles(settings.evaluation, settings.constraints).items():
+        policies[name], roles[name], refs[role] = factory, role, name
     params = {**flatten_params(OmegaConf.to_container(OmegaConf.structured(settings))), **seeds.as_params()}
     tags = {"rapport.command": "evaluate", "rapport.eval_fingerprint": es.fingerprint(), **scenario_tags(scenario),
             "rapport.policies": " ".join(uri for uri, _ in loaded.values())[:5000]}
     with start_run(settings.tracking, run_name=settings.tracking.run_name or "evaluate", params=params,
                    tags=tags) as tracker:
         ev = evaluate_configured(policies, es, settings, roles=roles, progress=progress_enabled(settings.progress))
-        summary = summarize(ev, baseline=base.name if base else None, oracle=ORACLE if settings.evaluation.oracle else None,
-                            n_boot=settings.evaluation.bootstrap, confidence=settings.evaluation.confidence,
+        summary = summarize(ev, baseline=base.name if base else None, oracle=refs["oracle"],
+                            long_term_oracle=refs["long_term_oracle"], n_boot=settings.evaluation.bootstrap, confidence=settings.evaluation.confidence,
                             seed=seeds.policy)
         result = {label: summary.metrics(label) for label in policies}
         for label, metrics in result.items():

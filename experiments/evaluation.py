@@ -45,7 +45,7 @@ from envs.observation import FEATURE_NAMES, STAGES
 from envs.value import residual_value
 from experiments.progress import bar
 
-ROLES = ("agent", "baseline", "oracle", "policy")
+ROLES = ("agent", "baseline", "oracle", "long_term_oracle", "policy")
 
 
 def _kpi_table() -> list[tuple[str, str, str]]:
@@ -90,7 +90,8 @@ _COL = {c: i for i, c in enumerate(KPI_COLUMNS)}
 _STAGE_COLS = [FEATURE_NAMES.index(f"stage_{s}") for s in STAGES]
 
 REGRET_COLUMNS = ("profit", "lifetime_value", "short_term_profit")
-"""Quantities on which regret against the oracle is reported."""
+"""Quantities on which regret is reported: against the long-term oracle for lifetime value
+when one was evaluated, otherwise (and always for profit) against the myopic oracle."""
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,7 @@ class Summary:
     units: int
     seeds: tuple[int, ...]
     roles: dict[str, str] = field(default_factory=dict)
+    long_term_oracle: str | None = None
 
     def metrics(self, policy: str) -> dict[str, float]:
         """Flat metrics of ``policy`` under the glossary's keys."""
@@ -371,12 +373,17 @@ def _pivot(blocks: pd.DataFrame, policies: Sequence[str]) -> tuple[dict[str, np.
 
 def summarize(ev: Evaluation | pd.DataFrame, *, baseline: str | None = None, oracle: str | None = None,
               n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
-              policies: Sequence[str] | None = None) -> Summary:
-    """Means, bootstrap CIs, paired differences vs ``baseline``, regret vs ``oracle``, and the
-    short- vs long-term comparison of every pair of policies."""
+              policies: Sequence[str] | None = None, long_term_oracle: str | None = None) -> Summary:
+    """Means, bootstrap CIs, paired differences vs ``baseline``, regret, and the short- vs
+    long-term comparison of every pair of policies.
+
+    Regret (reference − policy, paired): lifetime value against ``long_term_oracle`` when given
+    (the ceiling for what is maximised over a lifetime), else against ``oracle``; profit and
+    short-term profit against ``oracle`` (the myopic one). Each regret row names its reference.
+    """
     blocks = ev.blocks if isinstance(ev, Evaluation) else ev
     names = list(policies) if policies is not None else list(dict.fromkeys(blocks.policy))
-    for ref, what in ((baseline, "baseline"), (oracle, "oracle")):
+    for ref, what in ((baseline, "baseline"), (oracle, "oracle"), (long_term_oracle, "long_term_oracle")):
         if ref is not None and ref not in names:
             raise ValueError(f"{what} {ref!r} is not among the evaluated policies {names}")
     roles = blocks.drop_duplicates("policy").set_index("policy")["role"].to_dict()
@@ -412,17 +419,20 @@ def summarize(ev: Evaluation | pd.DataFrame, *, baseline: str | None = None, ora
                                              "indep_ci_low", "indep_ci_high"])
 
     regret_rows = []
-    if oracle is not None:
+    for col in REGRET_COLUMNS:
+        ref = long_term_oracle if col == "lifetime_value" and long_term_oracle is not None else oracle
+        if ref is None:
+            continue
+        j = _COL[col]
         for p in names:
-            for col in REGRET_COLUMNS:
-                j = _COL[col]
-                r = boots[oracle][:, j] - boots[p][:, j]
-                lo, hi = _percentile_ci(r, confidence)
-                regret_rows.append((p, oracle, KPI_KEY[col], means[oracle][j] - means[p][j], lo, hi))
+            r = boots[ref][:, j] - boots[p][:, j]
+            lo, hi = _percentile_ci(r, confidence)
+            regret_rows.append((p, ref, KPI_KEY[col], means[ref][j] - means[p][j], lo, hi))
     regret = pd.DataFrame(regret_rows, columns=["policy", "oracle", "key", "regret", "ci_low", "ci_high"])
 
     svl, tau = _short_vs_long(names, means, boots, confidence)
-    return Summary(kpis, diffs, regret, svl, tau, baseline, oracle, confidence, len(counts), seeds, roles)
+    return Summary(kpis, diffs, regret, svl, tau, baseline, oracle, confidence, len(counts), seeds, roles,
+                   long_term_oracle)
 
 
 def _short_vs_long(names: list[str], means: dict[str, np.ndarray], boots: dict[str, np.ndarray],

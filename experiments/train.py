@@ -36,7 +36,7 @@ from experiments.progress import progress_enabled
 from experiments.sharding import evaluate_configured
 from experiments.tracking import Tracker, flatten_params, multirun_parent, start_run
 
-ORACLE = "oracle"
+ORACLE = builders.MYOPIC_ORACLE
 
 
 def validate(cfg: DictConfig | RunConfig) -> tuple[RunConfig, Any]:
@@ -123,18 +123,16 @@ def run(cfg: DictConfig | RunConfig, *, parent_run_id: str | None = None) -> dic
         baseline_name = base.name if base is not None else None
         if base is not None and base.name not in policies:  # the agent is the baseline itself
             baseline_name = label
-        oracle_name = None
-        if builders.needs_latent_truth(agent):
-            oracle_name = label
-        elif settings.evaluation.oracle:
-            from experiments.config import AgentConfig
-
-            oracle_cfg = AgentConfig(name=ORACLE, family="baseline", target="agents.baselines.Oracle")
-            policies[ORACLE] = builders.policy_factory(oracle_cfg, settings.constraints)
-            roles[ORACLE] = "oracle"
-            oracle_name = ORACLE
+        refs = {"oracle": None, "long_term_oracle": None}
+        for name, (factory, role, target) in builders.reference_oracles(settings.evaluation,
+                                                                         settings.constraints).items():
+            if target != agent.target:
+                policies[name], roles[name], refs[role] = factory, role, name
+        if builders.needs_latent_truth(agent):  # an oracle job: the agent is its own reference
+            refs["long_term_oracle" if agent.target.endswith(".LongTermOracle") else "oracle"] = label
         ev = evaluate_configured(policies, es, settings, roles=roles, progress=progress)
-        summary = summarize(ev, baseline=baseline_name, oracle=oracle_name, n_boot=settings.evaluation.bootstrap,
+        summary = summarize(ev, baseline=baseline_name, oracle=refs["oracle"],
+                            long_term_oracle=refs["long_term_oracle"], n_boot=settings.evaluation.bootstrap,
                             confidence=settings.evaluation.confidence, seed=seeds.policy)
         metrics = summary.metrics(label)
         tracker.log_metrics(metrics)

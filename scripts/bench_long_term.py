@@ -5,7 +5,8 @@ Trains each configured RL variant through the same code path as ``rapport-train`
 policy on the same held-out populations (common random numbers) with mass marketing as the
 baseline, and prints, per policy, the five numbers a result must show together: 52-week profit,
 lifetime value, churned share, opt-outs and contacts per customer, each with its paired 95 % CI
-against mass marketing. Also reports the wall-clock training time of each variant.
+against mass marketing, and each policy's lifetime-value regret against the long-term oracle
+(the myopic oracle's role is "oracle"; both are evaluated unless skipped). Also reports the wall-clock training time of each variant.
 
 Variants (``--variants``, comma-separated; ``name=override;override``):
 
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra", default="", help="overrides for every variant, ';'-separated")
     ap.add_argument("--no-references", action="store_true", help="skip rfm and drip")
+    ap.add_argument("--no-long-term-oracle", action="store_true", help="skip the (slow) long-term oracle")
     args = ap.parse_args()
     register_configs()
     common = [f"agent={args.agent}", f"train.timesteps={args.timesteps}",
@@ -112,12 +114,17 @@ def main() -> None:
     oracle_cfg = settings_for(common + ["agent=oracle"]).agent
     policies["myopic_oracle"] = builders.policy_factory(oracle_cfg, base_settings.constraints)
     roles["myopic_oracle"] = "oracle"
+    if not args.no_long_term_oracle:
+        lt_cfg = settings_for(common + ["agent=long_term_oracle"]).agent
+        policies["long_term_oracle"] = builders.policy_factory(lt_cfg, base_settings.constraints)
+        roles["long_term_oracle"] = "long_term_oracle"
     es = EvalSettings(scenario, args.customers, base_settings.env.horizon,
                       tuple(args.eval_seed + i for i in range(args.eval_populations)),
                       annual_discount_rate=base_settings.evaluation.annual_discount_rate)
     start = time.perf_counter()
     ev = evaluate(policies, es, roles=roles)
-    s = summarize(ev, baseline="mass", n_boot=1000, seed=0)
+    lt = "long_term_oracle" if "long_term_oracle" in policies else None
+    s = summarize(ev, baseline="mass", oracle="myopic_oracle", long_term_oracle=lt, n_boot=1000, seed=0)
     print(f"[bench] evaluated {len(policies)} policies in {time.perf_counter() - start:.0f} s")
     rows = {}
     print(f"\n{args.customers} customers x 52 weeks x {args.eval_populations} populations "
@@ -136,6 +143,9 @@ def main() -> None:
                 cells.append(f"{mean:8.3f} {r['diff']:+7.2f}[{r.ci_low:+.2f},{r.ci_high:+.2f}]")
             else:
                 cells.append(f"{mean:8.3f}{'':22}")
+        reg = s.regret[(s.regret.policy == p) & (s.regret.key == KEYS["ltv"])]
+        if len(reg):
+            row["ltv_regret"] = [float(reg.regret.iloc[0]), float(reg.ci_low.iloc[0]), float(reg.ci_high.iloc[0])]
         rows[p] = row
         print(f"{p:<16}" + "".join(f"{c:>30}" for c in cells))
     for name, secs in train_seconds.items():
