@@ -71,6 +71,20 @@ def _kpi_table() -> list[tuple[str, str, str]]:
         rows.append((f"profit_from_{st}", f"kpi/profit_from_{st}_per_customer",
                      f"Profit earned in weeks when the customer was in lifecycle stage '{st}' (at the "
                      "week's decision), per customer of the population; the stages sum to profit ($)."))
+    for st in STAGES:
+        rows += [
+            (f"weeks_{st}", f"kpi/weeks_{st}_per_customer",
+             f"Weeks the customer spent in lifecycle stage '{st}' (at the week's decision), per customer "
+             "of the population; the stages sum to the weeks a customer was active."),
+            (f"contacts_{st}", f"kpi/contacts_{st}_per_customer",
+             f"Delivered contacts (all channels) in weeks when the customer was '{st}', per customer; "
+             "the stages sum to contacts. Divided by weeks_" + st + ": the share of such weeks with a contact."),
+            (f"offers_{st}", f"kpi/offers_{st}_per_customer",
+             f"Delivered offers in weeks when the customer was '{st}', per customer; the stages sum to offers."),
+            (f"media_cost_{st}", f"kpi/media_cost_{st}_per_customer",
+             f"Per-person paid-media spend in weeks when the customer was '{st}', per customer ($); the "
+             "stages sum to media_cost."),
+        ]
     rows += [
         ("short_term_profit", "kpi/short_term_profit_per_customer", "Profit in the first `evaluation.short_term_weeks` weeks (default: this week) per customer ($)."),
         ("discounted_profit", "kpi/discounted_profit_per_customer", "Profit over the horizon discounted at `evaluation.annual_discount_rate` ($)."),
@@ -175,8 +189,14 @@ class CustomerLedger:
             on = active & (channel == j)
             v[_COL[f"contacts_{ch}"]] += on
             v[_COL[f"contact_cost_{ch}"]] += np.where(on, info["contact_cost"], 0.0)
+        contacted, offered = active & (channel > 0), active & (info["offer"] > 0) & (channel > 0)
         for k, st in enumerate(STAGES):
-            v[_COL[f"profit_from_{st}"]] += np.where(stage == k, profit, 0.0)
+            here = stage == k
+            v[_COL[f"profit_from_{st}"]] += np.where(here, profit, 0.0)
+            v[_COL[f"weeks_{st}"]] += active & here
+            v[_COL[f"contacts_{st}"]] += contacted & here
+            v[_COL[f"offers_{st}"]] += offered & here
+            v[_COL[f"media_cost_{st}"]] += np.where(active & here, info["media_cost"], 0.0)
         if t < self.settings.short_term_weeks:
             v[_COL["short_term_profit"]] += profit
         v[_COL["discounted_profit"]] += discount ** (t + 1) * profit
@@ -344,6 +364,24 @@ class Summary:
         if not math.isnan(self.kendall_tau):
             out["short_vs_long/kendall_tau"] = self.kendall_tau
         return out
+
+
+def segment_table(summary: Summary) -> pd.DataFrame:
+    """What each policy does by lifecycle stage: per customer of the population, the weeks spent
+    in the stage and the contacts, offers and media spend delivered in them, plus the share of
+    those weeks with a contact (``contact_rate``). Rows: (policy, stage); the stages of each
+    column sum to the policy's total (``kpi/contacts_per_customer`` etc.)."""
+    means = summary.kpis.set_index(["policy", "key"])["mean"]
+    rows = []
+    for p in dict.fromkeys(summary.kpis.policy):
+        for st in STAGES:
+            weeks = means[(p, f"kpi/weeks_{st}_per_customer")]
+            contacts = means[(p, f"kpi/contacts_{st}_per_customer")]
+            rows.append((p, st, weeks, contacts, means[(p, f"kpi/offers_{st}_per_customer")],
+                         means[(p, f"kpi/media_cost_{st}_per_customer")],
+                         contacts / weeks if weeks > 0 else float("nan")))
+    return pd.DataFrame(rows, columns=["policy", "stage", "weeks", "contacts", "offers", "media_cost",
+                                       "contact_rate"])
 
 
 def _pivot(blocks: pd.DataFrame, policies: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, tuple[int, ...]]:

@@ -30,6 +30,7 @@ from experiments.evaluation import (
     Evaluation,
     Summary,
     format_table,
+    segment_table,
     summarize,
 )
 from experiments.progress import progress_enabled
@@ -161,6 +162,7 @@ def _log_outputs(tracker: Tracker, settings: RunConfig, trained: Any, ev: Evalua
         summary.kpis.to_csv(folder / "kpis.csv", index=False)
         summary.diffs.to_csv(folder / "paired_differences.csv", index=False)
         summary.regret.to_csv(folder / "regret.csv", index=False)
+        segment_table(summary).to_csv(folder / "segments_by_stage.csv", index=False)
         summary.short_vs_long.to_csv(folder / "short_vs_long.csv", index=False)
         (folder / "summary.txt").write_text(format_table(summary) + "\n")
         tracker.log_artifact(folder, "evaluation")

@@ -42,7 +42,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from experiments import builders  # noqa: E402
 from experiments.config import register_configs, to_settings  # noqa: E402
-from experiments.evaluation import EvalSettings, evaluate, summarize  # noqa: E402
+from experiments.evaluation import EvalSettings, evaluate, segment_table, summarize  # noqa: E402
 from experiments.tracking import NullTracker  # noqa: E402
 from experiments.training import train_agent  # noqa: E402
 
@@ -148,6 +148,12 @@ def main() -> None:
             row["ltv_regret"] = [float(reg.regret.iloc[0]), float(reg.ci_low.iloc[0]), float(reg.ci_high.iloc[0])]
         rows[p] = row
         print(f"{p:<16}" + "".join(f"{c:>30}" for c in cells))
+    seg = segment_table(s)
+    rate = seg.pivot(index="policy", columns="stage", values="contact_rate").loc[list(policies)]
+    print("\nshare of a stage's customer-weeks with a contact (what each policy does, by lifecycle stage)")
+    print(rate.round(3).to_string())
+    for p in policies:
+        rows[p]["contact_rate_by_stage"] = {k: round(float(v), 4) for k, v in rate.loc[p].items()}
     for name, secs in train_seconds.items():
         rows[name]["train_seconds"] = secs
     print(json.dumps({"bench": "long_term", "timesteps": args.timesteps, "eval_seeds": list(es.seeds),
