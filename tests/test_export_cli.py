@@ -77,6 +77,11 @@ def test_rapport_export_run_registers_a_champion_that_decides_like_the_run(train
     assert profit["mean"] == pytest.approx(run.data.metrics["kpi/profit_per_customer"])
     assert profit["ci_low"] <= profit["mean"] <= profit["ci_high"]
     assert card["source"]["agent"]["name"] == "linucb"
+    stages = {r["stage"]: r for r in card["evaluation"]["by_lifecycle_stage"]}
+    assert {"new", "active", "at_risk", "lapsed", "reactivated"} <= set(stages)
+    contacts = sum(r["contacts"] for r in stages.values())
+    assert contacts == pytest.approx(run.data.metrics["kpi/contacts_per_customer"])
+    assert "What it does, by lifecycle stage" in (tmp / "out" / "policy_card.md").read_text()
 
     source = load_logged_policy(f"runs:/{run_id}/policy")
     obs = random_observations(source.schema, 300, np.random.default_rng(8))

@@ -132,7 +132,8 @@ def build_card(spec: ExportSpec, *, run: Mapping[str, Any] | None = None,
         "tags": dict(run.get("tags", {})),
         "evaluation": {"kpis": _kpis(metrics, "kpi/"),
                        "paired_vs_baseline": _kpis(metrics, "baseline_diff/"),
-                       "regret": _kpis(metrics, "regret/")},
+                       "regret": _kpis(metrics, "regret/"),
+                       "by_lifecycle_stage": _segments(metrics)},
         "features": [{"index": i, "name": f, "meaning": feature_meaning(f)}
                      for i, f in enumerate(spec.feature_names)],
         "actions": {
@@ -151,6 +152,21 @@ def build_card(spec: ExportSpec, *, run: Mapping[str, Any] | None = None,
         "promotion": dict(promotion) if promotion else None,
         "known_limits": _limits(spec, constraints, scenario),
     }
+
+
+def _segments(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Per lifecycle stage (from the run's ``kpi/<part>_<stage>_per_customer`` metrics): weeks in
+    the stage, contacts, offers and media spend per customer, and the share of weeks contacted."""
+    stages = [k.removeprefix("kpi/weeks_").removesuffix("_per_customer")
+              for k in sorted(metrics) if k.startswith("kpi/weeks_") and k.endswith("_per_customer")]
+    rows = []
+    for st in stages:
+        get = {part: metrics.get(f"kpi/{part}_{st}_per_customer")
+               for part in ("weeks", "contacts", "offers", "media_cost")}
+        weeks, contacts = get["weeks"], get["contacts"]
+        rate = contacts / weeks if weeks and contacts is not None else None
+        rows.append({"stage": st, **get, "contact_rate": rate})
+    return rows
 
 
 def _fmt(x: Any) -> str:
@@ -180,7 +196,15 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         lines += [f"| `{r['key']}` | {_fmt(r['mean'])} | {_fmt(r['ci_low'])} | "
                   f"{_fmt(r['ci_high'])} |" for r in rows]
         lines.append("")
-    if not any(card["evaluation"].values()):
+    segments = card["evaluation"].get("by_lifecycle_stage") or []
+    if segments:
+        lines += ["**What it does, by lifecycle stage** (per customer of the population; contact rate: "
+                  "share of the stage's customer-weeks with a contact)", "",
+                  "| stage | weeks | contacts | contact rate | offers | media $ |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['stage']} | {_fmt(r['weeks'])} | {_fmt(r['contacts'])} | {_fmt(r['contact_rate'])} | "
+                  f"{_fmt(r['offers'])} | {_fmt(r['media_cost'])} |" for r in segments]
+        lines.append("")
+    if not any(v for k, v in card["evaluation"].items() if k != "by_lifecycle_stage"):
         lines += ["No evaluation metrics were found on the source run.", ""]
     lines += ["## Inputs", "", "| # | feature | meaning |", "|---|---|---|"]
     lines += [f"| {f['index']} | `{f['name']}` | {f['meaning']} |" for f in card["features"]]
