@@ -89,18 +89,24 @@ class ContactRules:
             allowed &= (obs[:, self._since_cols].min(axis=1) >= self.quiet_weeks)[:, None]
         return allowed
 
-    def act(self, obs: np.ndarray, rng: np.random.Generator, *,
-            action_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        batch = check_batch(obs, action_mask, self.schema)
+    def restrict(self, obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
+        """``action_mask`` (all allowed if None) with the rules' blocked contacts switched off,
+        and offers switched off where no channel is left to carry one. Counts
+        ``stats["contact_blocked_rows"]``."""
         C, n_off = len(self.schema.channel_names), self.schema.nvec[1]
-        mask = _full_mask(action_mask, batch.n, sum(self.schema.nvec))
-        channel_ok = self.contact_allowed(batch.obs)
+        mask = _full_mask(action_mask, len(obs), sum(self.schema.nvec))
+        channel_ok = self.contact_allowed(obs)
         mask[:, 1:C + 1] &= channel_ok
         # an offer only travels with a contact: no reachable channel left -> offer "none" only
         no_contact = ~mask[:, 1:C + 1].any(axis=1)
         mask[no_contact, C + 2:C + 1 + n_off] = False
         self.stats["contact_blocked_rows"] += int((~channel_ok.all(axis=1)).sum())
-        return self.policy.act(batch.obs, rng, action_mask=mask)
+        return mask
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator, *,
+            action_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        batch = check_batch(obs, action_mask, self.schema)
+        return self.policy.act(batch.obs, rng, action_mask=self.restrict(batch.obs, action_mask))
 
 
 def default_score(obs: np.ndarray, schema: DecisionSchema) -> np.ndarray:

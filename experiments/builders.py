@@ -108,19 +108,30 @@ def make_env(env_cfg: EnvConfig, *, customers: int | None = None, scenario: envs
 
 
 def make_training_env(env_cfg: EnvConfig, agent_cfg: AgentConfig, discount: float, *,
-                      customers: int | None = None, scenario: envs.Scenario | None = None) -> Any:
+                      customers: int | None = None, scenario: envs.Scenario | None = None,
+                      constraints: ConstraintsConfig | None = None) -> Any:
     """The population an RL agent trains on, rewarded by its ``agent.training_objective``
     (``agents.objective``): same-step autoreset, no latent info, and for the lifetime-value
-    objectives the residual value at ``discount`` paid at the horizon (or shaped)."""
+    objectives the residual value at ``discount`` paid at the horizon (or shaped). Contact caps
+    and quiet weeks in ``constraints`` become action masks (and are enforced) while it learns
+    (``agents.constrained_training``); the weekly budget is not a mask and applies at evaluation."""
     from agents.objective import LifetimeValueObjective, uses_terminal_value
 
     objective = agent_cfg.training_objective or "myopic"
     long_term = uses_terminal_value(objective)
     env = make_env(env_cfg, customers=customers, scenario=scenario, autoreset_mode="same_step",
                    include_latent=False, value_discount=discount if long_term else None)
-    if not long_term:
-        return env
-    return LifetimeValueObjective(env, discount, shaping=objective == "lifetime_value_shaped")
+    schema = schema_of(env)
+    if long_term:
+        env = LifetimeValueObjective(env, discount, shaping=objective == "lifetime_value_shaped")
+    if constraints is not None and (constraints.max_contacts_4w is not None or constraints.quiet_weeks > 0):
+        from agents.constrained_training import RuleMaskedEnv
+        from agents.constraints import ContactRules
+
+        rules = ContactRules(None, schema, max_contacts_4w=constraints.max_contacts_4w,  # type: ignore[arg-type]
+                             quiet_weeks=constraints.quiet_weeks)
+        env = RuleMaskedEnv(env, rules)
+    return env
 
 
 def schema_of(env: Any) -> DecisionSchema:

@@ -129,7 +129,8 @@ def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker
 
     gamma = settings.learner_discount()
     env = builders.make_training_env(settings.env, settings.agent, settings.evaluation.weekly_discount,
-                                     customers=settings.train.customers, scenario=scenario)
+                                     customers=settings.train.customers, scenario=scenario,
+                                     constraints=settings.constraints)
     venv = BatchedVecEnv(env, flatten_actions=settings.agent.flatten_actions)
     venv.seed(seeds.train_env)
     normalize = None
