@@ -32,6 +32,7 @@ Modes and what the propensity means
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -128,21 +129,49 @@ class ExportSpec:
         return cls(**raw)
 
 
-def _eligibility(schema: DecisionSchema) -> tuple[EligibilityLayer, dict[str, Any]]:
-    rule = EligibilityRule.from_schema(schema.feature_names, schema.channel_names, schema.nvec)
+def contact_rules_of(constraints: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The per-customer contact rules (``max_contacts_4w``, ``quiet_weeks``) of a run's
+    constraints (a mapping, as saved with the policy); the budget is not per customer and is
+    left out. ``{}`` when there are none."""
+    c = dict(constraints or {})
+    rules: dict[str, Any] = {}
+    if c.get("max_contacts_4w") is not None:
+        rules["max_contacts_4w"] = int(c["max_contacts_4w"])
+    if int(c.get("quiet_weeks") or 0) > 0:
+        rules["quiet_weeks"] = int(c["quiet_weeks"])
+    return rules
+
+
+def _eligibility(schema: DecisionSchema, constraints: Mapping[str, Any] | None = None
+                 ) -> tuple[EligibilityLayer, dict[str, Any]]:
+    rules = contact_rules_of(constraints)
+    rule = EligibilityRule.from_schema(schema.feature_names, schema.channel_names, schema.nvec,
+                                       **rules)
+    text = ("channel j allowed iff optin_<channel j> > 0.5; offers 1.. need any opt-in; "
+            "spend levels 1.. need the paid_media opt-in; index 0 of every dimension is "
+            "always allowed")
+    if "max_contacts_4w" in rules:
+        text += (f"; contact cap: a channel only if the sum of contacts_4w_<channel> + 1 <= "
+                 f"{rules['max_contacts_4w']}")
+    if "quiet_weeks" in rules:
+        text += (f"; quiet period: a channel only if every weeks_since_contact_<channel> >= "
+                 f"{rules['quiet_weeks']}")
+    if rules:
+        text += " (offers then need a channel the rules allow)"
     described = {
-        "rule": "channel j allowed iff optin_<channel j> > 0.5; offers 1.. need any opt-in; "
-                "spend levels 1.. need the paid_media opt-in; index 0 of every dimension is "
-                "always allowed",
+        "rule": text,
         "optin_features": [schema.feature_names[c] for c in rule.optin_columns],
         "spend_gate": None if rule.spend_channel is None
         else f"optin_{schema.channel_names[rule.spend_channel]}",
+        "contact_rules": rules,
     }
     return EligibilityLayer(rule), described
 
 
 def build_decision_module(policy: Any, schema: DecisionSchema, mode: str = "greedy", *,
-                          obs_normalization: Any = None) -> tuple[DecisionModule, ExportSpec]:
+                          obs_normalization: Any = None,
+                          constraints: Mapping[str, Any] | None = None
+                          ) -> tuple[DecisionModule, ExportSpec]:
     """The exportable module for ``policy`` and its spec (see the module doc for the modes).
 
     Parameters
@@ -157,10 +186,15 @@ def build_decision_module(policy: Any, schema: DecisionSchema, mode: str = "gree
         SB3 only: VecNormalize statistics the model was trained behind (a ``VecNormalize``,
         an :class:`ObsNormalization` or a dict). Defaults to the policy's own
         ``obs_normalization`` attribute when it has one.
+    constraints
+        The run's business constraints (``ConstraintsConfig`` fields as a mapping): its
+        contact cap and quiet weeks go into the eligibility layer, so the exported policy
+        enforces the rules it was trained and evaluated under. A weekly budget ranks the whole
+        batch and cannot be decided row by row: it stays outside (the card says so).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    eligibility, elig_doc = _eligibility(schema)
+    eligibility, elig_doc = _eligibility(schema, constraints)
     common = dict(feature_names=tuple(schema.feature_names), nvec=tuple(schema.nvec),
                   channel_names=tuple(schema.channel_names),
                   offer_names=tuple(schema.offer_names),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,12 +77,15 @@ class ExportResult:
 def export_policy(policy: Any, schema: DecisionSchema, out_dir: str | Path, *,
                   formats: Sequence[str] = ("onnx", "torchscript"), mode: str = "greedy",
                   obs_normalization: Any = None, opset: int | None = None,
-                  card_context: dict[str, Any] | None = None) -> ExportResult:
+                  card_context: dict[str, Any] | None = None,
+                  constraints: Mapping[str, Any] | None = None) -> ExportResult:
     """Write ``policy`` in the file formats asked for, and its policy card, into ``out_dir``.
 
     ``mlflow`` in ``formats`` writes the ONNX file (the MLflow model's payload) but logs
     nothing: logging belongs to :func:`export_run`. ``card_context``: keyword arguments of
     :func:`~experiments.export.policy_card.build_card` (run, constraints, scenario, promotion).
+    ``constraints``: the run's contact cap and quiet weeks, built into the exported decision
+    (default: ``card_context["constraints"]``).
     """
     from experiments.export.onnx import DEFAULT_OPSET, export_onnx
     from experiments.export.torch_export import export_pt2
@@ -92,7 +95,10 @@ def export_policy(policy: Any, schema: DecisionSchema, out_dir: str | Path, *,
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    module, spec = build_decision_module(policy, schema, mode, obs_normalization=obs_normalization)
+    if constraints is None:
+        constraints = (card_context or {}).get("constraints")
+    module, spec = build_decision_module(policy, schema, mode, obs_normalization=obs_normalization,
+                                         constraints=constraints)
     files: dict[str, Path] = {}
     if "onnx" in formats or "mlflow" in formats:
         files["onnx"] = export_onnx(module, spec, out / FILE_NAMES["onnx"],

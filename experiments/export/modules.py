@@ -48,10 +48,14 @@ PAID_MEDIA = "paid_media"
 
 @dataclass(frozen=True)
 class EligibilityRule:
-    """Which actions are useful, computed from the ``optin_<channel>`` feature columns.
+    """Which actions are allowed, computed from observable feature columns.
 
-    The simulator's rule (``envs.observation.action_mask``), restated over observable features
-    so that it can travel inside an exported model.
+    The simulator's rule (``envs.observation.action_mask``: a channel needs the customer's
+    opt-in) restated over the ``optin_<channel>`` features so that it can travel inside an
+    exported model, and, when the run had them, the contact rules it trained and was evaluated
+    under (``agents.constraints.ContactRules``): at most ``max_contacts_4w`` contacts in the
+    previous 4 weeks plus this one (``contacts_4w_<channel>`` summed), none unless every
+    ``weeks_since_contact_<channel>`` is at least ``quiet_weeks``.
     """
 
     nvec: tuple[int, int, int]
@@ -61,26 +65,54 @@ class EligibilityRule:
     spend_channel: int | None
     """Channel (0-based, in ``channel_names``) whose opt-in gates paid-media spend; ``None``:
     spend levels are always allowed."""
+    max_contacts_4w: int | None = None
+    """Contact cap over the last 4 weeks plus this one (None: no cap)."""
+    quiet_weeks: int = 0
+    """Weeks since the last contact (any channel) before the next one (0: no rule)."""
+    count_columns: tuple[int, ...] = ()
+    """``contacts_4w_<channel>`` columns (needed with a cap)."""
+    since_columns: tuple[int, ...] = ()
+    """``weeks_since_contact_<channel>`` columns (needed with quiet weeks)."""
 
     @classmethod
     def from_schema(cls, feature_names: Sequence[str], channel_names: Sequence[str],
-                    nvec: Sequence[int]) -> EligibilityRule:
-        missing = [f"optin_{c}" for c in channel_names if f"optin_{c}" not in feature_names]
+                    nvec: Sequence[int], *, max_contacts_4w: int | None = None,
+                    quiet_weeks: int = 0) -> EligibilityRule:
+        names = list(feature_names)
+        needed = [f"optin_{c}" for c in channel_names]
+        if max_contacts_4w is not None:
+            needed += [f"contacts_4w_{c}" for c in channel_names]
+        if quiet_weeks > 0:
+            needed += [f"weeks_since_contact_{c}" for c in channel_names]
+        missing = [f for f in needed if f not in names]
         if missing:
             raise ValueError(
-                f"the eligibility layer needs an opt-in feature per channel; missing "
-                f"{', '.join(missing)} among features {', '.join(feature_names)}")
-        cols = tuple(list(feature_names).index(f"optin_{c}") for c in channel_names)
+                f"the eligibility layer needs these features; missing {', '.join(missing)} among "
+                f"features {', '.join(feature_names)}")
+        cols = tuple(names.index(f"optin_{c}") for c in channel_names)
         spend = list(channel_names).index(PAID_MEDIA) if PAID_MEDIA in channel_names else None
-        return cls((int(nvec[0]), int(nvec[1]), int(nvec[2])), cols, spend)
+        counts = tuple(names.index(f"contacts_4w_{c}") for c in channel_names) \
+            if max_contacts_4w is not None else ()
+        since = tuple(names.index(f"weeks_since_contact_{c}") for c in channel_names) \
+            if quiet_weeks > 0 else ()
+        return cls((int(nvec[0]), int(nvec[1]), int(nvec[2])), cols, spend,
+                   None if max_contacts_4w is None else int(max_contacts_4w), int(quiet_weeks),
+                   counts, since)
 
     def mask(self, features: np.ndarray) -> np.ndarray:
         """Numpy reference: bool (n, sum(nvec)), the per-dimension masks concatenated."""
         n_ch, n_off, n_sp = self.nvec
-        optin = np.asarray(features)[:, list(self.optin_columns)] > 0.5
+        features = np.asarray(features)
+        optin = features[:, list(self.optin_columns)] > 0.5
+        reach = optin.copy()
+        if self.max_contacts_4w is not None:
+            reach &= (features[:, list(self.count_columns)].sum(axis=1) + 1
+                      <= self.max_contacts_4w)[:, None]
+        if self.quiet_weeks > 0:
+            reach &= (features[:, list(self.since_columns)].min(axis=1) >= self.quiet_weeks)[:, None]
         mask = np.ones((len(optin), n_ch + n_off + n_sp), bool)
-        mask[:, 1:n_ch] = optin
-        mask[:, n_ch + 1:n_ch + n_off] = optin.any(axis=1, keepdims=True)
+        mask[:, 1:n_ch] = reach
+        mask[:, n_ch + 1:n_ch + n_off] = reach.any(axis=1, keepdims=True)
         if self.spend_channel is not None:
             mask[:, n_ch + n_off + 1:] = optin[:, self.spend_channel:self.spend_channel + 1]
         return mask
@@ -93,16 +125,25 @@ class EligibilityLayer(nn.Module):
         super().__init__()
         self.rule = rule
         self.register_buffer("optin_columns", torch.tensor(rule.optin_columns, dtype=torch.int64))
+        self.register_buffer("count_columns", torch.tensor(rule.count_columns, dtype=torch.int64))
+        self.register_buffer("since_columns", torch.tensor(rule.since_columns, dtype=torch.int64))
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n_ch, n_off, n_sp = self.rule.nvec
         optin = torch.index_select(features, 1, self.optin_columns) > 0.5
+        reach = optin
+        if self.rule.max_contacts_4w is not None:
+            counts = torch.index_select(features, 1, self.count_columns).sum(dim=1, keepdim=True)
+            reach = reach & (counts + 1.0 <= float(self.rule.max_contacts_4w))
+        if self.rule.quiet_weeks > 0:
+            since = torch.index_select(features, 1, self.since_columns).amin(dim=1, keepdim=True)
+            reach = reach & (since >= float(self.rule.quiet_weeks))
         always = torch.ones_like(optin[:, :1])
-        channel = torch.cat([always, optin], dim=1)
+        channel = torch.cat([always, reach], dim=1)
         offer = always
         if n_off > 1:
-            reach = optin.any(dim=1, keepdim=True)
-            offer = torch.cat([always, reach.expand(-1, n_off - 1)], dim=1)
+            any_reach = reach.any(dim=1, keepdim=True)
+            offer = torch.cat([always, any_reach.expand(-1, n_off - 1)], dim=1)
         spend = always
         if n_sp > 1:
             if self.rule.spend_channel is None:

@@ -71,16 +71,18 @@ def _limits(spec: ExportSpec, constraints: Mapping[str, Any] | None,
         "Features must be computed exactly as Rapport's observation (same units, caps at 52 "
         "weeks, one-hot stages, p_alive at the scenario's BG/NBD parameters); the export cannot "
         "detect a feature computed differently.",
-        "Eligibility comes only from the optin_<channel> features: "
+        "Eligibility comes only from observable features: "
         + str(spec.eligibility.get("rule", "")) + ". Other business rules are not inside.",
         "The raw ONNX / .pt2 graphs do not validate input (NaN gives undefined decisions); the "
         "MLflow model and experiments/export/decision_runtime.py do, and reject bad input with "
         "the column named.",
     ]
-    active = {k: v for k, v in (constraints or {}).items() if v not in (None, 0, False)}
+    inside = dict(spec.eligibility.get("contact_rules") or {})
+    active = {k: v for k, v in (constraints or {}).items()
+              if v not in (None, 0, False) and k not in inside}
     if active:
         limits.append("The training run applied business constraints that are NOT in the export "
-                      f"(they depend on contact history and the batch): {json.dumps(active)}; "
+                      f"(they rank the whole batch, not one customer): {json.dumps(active)}; "
                       "apply them downstream.")
     if spec.mode == "greedy":
         limits.append("Greedy mode never explores: propensities are 1.0, so logs of this policy "
