@@ -62,7 +62,7 @@ class RuleMaskedEnv(VectorWrapper):
         obs = np.asarray(obs)
         self._allowed = self.rules.contact_allowed(obs)
         info = dict(info)
-        info["action_mask"] = self.rules.restrict(obs, info.get("action_mask"))
+        info["action_mask"] = self.rules.restrict(obs, info.get("action_mask"), self._allowed)
         return info
 
     def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None):

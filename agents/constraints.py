@@ -89,13 +89,16 @@ class ContactRules:
             allowed &= (obs[:, self._since_cols].min(axis=1) >= self.quiet_weeks)[:, None]
         return allowed
 
-    def restrict(self, obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
+    def restrict(self, obs: np.ndarray, action_mask: np.ndarray | None,
+                 channel_ok: np.ndarray | None = None) -> np.ndarray:
         """``action_mask`` (all allowed if None) with the rules' blocked contacts switched off,
-        and offers switched off where no channel is left to carry one. Counts
+        and offers switched off where no channel is left to carry one (``channel_ok``: this
+        week's :meth:`contact_allowed`, if already computed). Counts
         ``stats["contact_blocked_rows"]``."""
         C, n_off = len(self.schema.channel_names), self.schema.nvec[1]
         mask = _full_mask(action_mask, len(obs), sum(self.schema.nvec))
-        channel_ok = self.contact_allowed(obs)
+        if channel_ok is None:
+            channel_ok = self.contact_allowed(obs)
         mask[:, 1:C + 1] &= channel_ok
         # an offer only travels with a contact: no reachable channel left -> offer "none" only
         no_contact = ~mask[:, 1:C + 1].any(axis=1)

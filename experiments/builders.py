@@ -124,12 +124,10 @@ def make_training_env(env_cfg: EnvConfig, agent_cfg: AgentConfig, discount: floa
     schema = schema_of(env)
     if long_term:
         env = LifetimeValueObjective(env, discount, shaping=objective == "lifetime_value_shaped")
-    if constraints is not None and (constraints.max_contacts_4w is not None or constraints.quiet_weeks > 0):
+    rules = None if constraints is None else contact_rules(None, schema, constraints)
+    if rules is not None:
         from agents.constrained_training import RuleMaskedEnv
-        from agents.constraints import ContactRules
 
-        rules = ContactRules(None, schema, max_contacts_4w=constraints.max_contacts_4w,  # type: ignore[arg-type]
-                             quiet_weeks=constraints.quiet_weeks)
         env = RuleMaskedEnv(env, rules)
     return env
 
@@ -324,14 +322,24 @@ def build_sb3(agent_cfg: AgentConfig, venv: Any, *, seed: int, gamma: float | No
     return factory(venv, **params)
 
 
+def contact_rules(policy: Policy | None, schema: DecisionSchema, constraints: ConstraintsConfig) -> Any:
+    """The run's per-customer contact rules (cap, quiet weeks) around ``policy`` as an
+    ``agents.constraints.ContactRules``, or None when it has none; one rule for training masks
+    and evaluation."""
+    if constraints.max_contacts_4w is None and constraints.quiet_weeks <= 0:
+        return None
+    from agents.constraints import ContactRules
+
+    return ContactRules(policy, schema, max_contacts_4w=constraints.max_contacts_4w,  # type: ignore[arg-type]
+                        quiet_weeks=constraints.quiet_weeks)
+
+
 def wrap_constraints(policy: Policy, schema: DecisionSchema, constraints: ConstraintsConfig,
                      customers: int) -> Policy:
     """``policy`` inside contact caps / quiet weeks (a mask) and a weekly budget (post-processing)."""
-    from agents.constraints import BudgetConstraint, ContactRules
+    from agents.constraints import BudgetConstraint
 
-    if constraints.max_contacts_4w is not None or constraints.quiet_weeks > 0:
-        policy = ContactRules(policy, schema, max_contacts_4w=constraints.max_contacts_4w,
-                              quiet_weeks=constraints.quiet_weeks)
+    policy = contact_rules(policy, schema, constraints) or policy
     if constraints.weekly_budget_per_customer is not None:
         policy = BudgetConstraint(policy, schema,
                                   weekly_budget=constraints.weekly_budget_per_customer * customers)
