@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.evaluation import KPI_KEY, Summary, summarize
+from experiments.tracking_store import check_tracking_uri, resolve_tracking_uri
 
 BLOCKS_ARTIFACT = "evaluation/blocks.parquet"
 DEFAULT_METRIC = "kpi/profit_per_customer"
@@ -274,8 +275,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def run(argv: Sequence[str] | None = None) -> pd.DataFrame:
     """Parse ``argv`` like the console script, print and write the leaderboard, return it."""
-    from experiments.tracking import resolve_tracking_uri
-
     ap = argparse.ArgumentParser(prog="rapport-compare", description=__doc__.split("\n")[0])
     ap.add_argument("--experiment", default="rapport", help="MLflow experiment name (default: rapport)")
     ap.add_argument("--tracking-uri", default=None,
@@ -290,6 +289,7 @@ def run(argv: Sequence[str] | None = None) -> pd.DataFrame:
     args = ap.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri)
     try:
+        check_tracking_uri(uri)
         runs = runs_of_experiment(uri, args.experiment, parent_run_id=args.parent, all_runs=args.all_runs)
         board, _ = leaderboard_from_runs(uri, runs, metric=args.metric, baseline=args.baseline,
                                          n_boot=args.bootstrap, confidence=args.confidence)

@@ -16,8 +16,11 @@ API::
 * :class:`MLflowTracker` logs to ``resolve_tracking_uri(cfg.uri)``: the config's URI, else
   ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``. Metrics are sent with
   ``log_batch`` (≤ 1000 per call) when the buffer fills and at the end, never one call each.
-* :func:`ensure_experiment` creates the SQLite store and the experiment once; parallel jobs
-  that each create a fresh store race, so multiruns and sweeps call it before launching.
+* :func:`ensure_experiment` (from :mod:`experiments.tracking_store`, with
+  :func:`resolve_tracking_uri`) creates the store and the experiment under an inter-process
+  lock, so parallel runs on one fresh SQLite store all succeed; an unusable URI raises
+  :class:`~experiments.tracking_store.TrackingStoreError` naming it. Multiruns and sweeps also
+  call it once before launching.
 * :class:`MultirunParentCallback` (a Hydra callback, wired in ``conf/hydra/default.yaml``)
   opens a parent run per ``-m`` multirun; each job's run is nested under it
   (:func:`multirun_parent`) and the parent gets the leaderboard of its children at the end.
@@ -28,7 +31,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -39,6 +41,16 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from experiments.config import TrackingConfig
+from experiments.tracking_store import (  # re-exported: the public names of this module
+    TrackingStoreError,
+    ensure_experiment,
+    resolve_tracking_uri,
+)
+
+__all__ = ["METRICS_PER_BATCH", "MLflowTracker", "MultirunParentCallback", "NullTracker", "PARENT_FILE",
+           "Tracker", "TrackingStoreError", "ensure_experiment", "finish_parent_with_leaderboard",
+           "flatten_params", "git_info", "make_tracker", "multirun_parent", "resolve_tracking_uri",
+           "start_run"]
 
 PARENT_FILE = "mlflow_parent_run.json"
 """Written into a multirun's sweep dir: ``{"run_id", "tracking_uri", "experiment", "swept_keys"}``."""
@@ -104,38 +116,6 @@ class NullTracker:
 
 
 # --------------------------------------------------------------------------------- helpers
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """Config URI, else ``$MLFLOW_TRACKING_URI``, else the embedded store in the working dir."""
-    if uri:
-        return uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def ensure_experiment(tracking_uri: str, name: str) -> str:
-    """Experiment id of ``name`` in the store at ``tracking_uri``, creating store and experiment
-    if needed (tolerates another process creating it at the same time)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    for attempt in range(5):
-        try:
-            exp = client.get_experiment_by_name(name)
-            if exp is not None:
-                if exp.lifecycle_stage == "deleted":
-                    client.restore_experiment(exp.experiment_id)
-                return exp.experiment_id
-            return client.create_experiment(name)
-        except MlflowException:
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))  # another process is creating the store/experiment
-    raise RuntimeError("unreachable")
-
-
 def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """``{"env": {"customers": 5}}`` -> ``{"env.customers": "5"}``; lists become JSON strings."""
     out: dict[str, str] = {}

@@ -48,3 +48,54 @@ def test_top_level_layout_is_fixed():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout
     tops = {p.split("/")[0] for p in tracked.split() if p and not p.startswith(".")}
     assert tops <= allowed, f"unexpected top-level entries: {sorted(tops - allowed)}"
+
+
+def _module_imports(package: str) -> dict[str, set[str]]:
+    """``{module: modules of the same package it imports}``, function-level imports included."""
+    modules = {}
+    for f in sorted((ROOT / package).rglob("*.py")):
+        name = ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = f
+    graph = {}
+    for name, f in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)  # from pkg import module
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_experiments_modules_import_no_circle():
+    cycle = _find_cycle(_module_imports("experiments"))
+    assert cycle is None, f"import circle among experiments modules: {' -> '.join(cycle)}"
+
+
+def test_circle_detector_finds_a_circle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
