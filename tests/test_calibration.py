@@ -5,6 +5,10 @@ One CLI run with K = 100 replicate cohorts (235,700 simulated customers) feeds m
 §6 tolerance (recomputed here from the report's numbers, not read from its pass flags), the
 written scenario, report and figure. Every bad-input case must exit with status 2, name the
 problem and leave no output directory.
+
+The CDNOW sample has 21 rows that repeat another row exactly (the same CD bought twice on a
+day); the published fits count them as purchases, so the run keeps them (``--keep-duplicates``).
+The cleaning rules themselves are tested in ``test_calibration_log.py``.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def calibration_run(cli, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("calibration") / "cdnow"
     start = time.perf_counter()
     status = cli.main(["--transactions", str(CDNOW), "--calibration-end", CAL_END,
-                       "--holdout-end", HOLD_END, "--out", str(out), "--seed", "0"])
+                       "--holdout-end", HOLD_END, "--out", str(out), "--seed", "0",
+                       "--keep-duplicates"])
     return {"status": status, "out": out, "seconds": time.perf_counter() - start}
 
 
@@ -137,6 +142,37 @@ def test_report_lists_every_check_with_tolerance_and_verdict(report):
     weeks = len(report["real"]["cumulative_repeats"])
     assert weeks == len(report["simulated"]["cumulative_repeats"]) == 78
     assert report["calibration_end_week"] == pytest.approx(39.0)
+
+
+def test_report_separates_in_sample_from_holdout(report):
+    periods = report["checks_by_period"]
+    assert list(periods) == ["in_sample", "holdout"]
+    assert periods["in_sample"]["period"] == ["1997-01-01", CAL_END]
+    assert periods["holdout"]["period"] == ["1997-10-01", HOLD_END]
+    for period, tier in (("in_sample", "B"), ("holdout", "C")):
+        mine = [c for c in report["checks"] if c["name"] in periods[period]["checks"]]
+        assert {c["tier"] for c in mine} == {tier} and {c["period"] for c in mine} == {period}
+        assert periods[period]["n_passed"] == sum(c["passed"] for c in mine) == len(mine)
+    assert sum(len(p["checks"]) for p in periods.values()) == len(report["checks"])
+
+
+def test_tracking_band_over_replicates(report):
+    sim, real = report["simulated"], report["real"]
+    band = sim["cumulative_repeats_band"]
+    assert band["quantiles"] == [0.05, 0.95]
+    mean = np.array(sim["cumulative_repeats"])
+    lower, upper = np.array(band["lower"]), np.array(band["upper"])
+    assert lower.shape == upper.shape == mean.shape == (78,)
+    assert np.all(np.array(band["min"]) <= lower) and np.all(upper <= np.array(band["max"]))
+    assert np.all(lower <= mean) and np.all(mean <= upper)
+    # Each replicate is one cohort the size of the real one: the band has the width of a
+    # cohort's sampling spread, not of the mean's (which is ~10x narrower with K = 100).
+    assert upper[-1] - lower[-1] > 0.05 * mean[-1]
+    # The real calibration-period total (week 39, in-sample) lies inside the band.
+    assert lower[38] <= real["cumulative_repeats"][38] <= upper[38]
+    assert report["cleaning"]["warnings"] == []
+    assert report["cleaning"]["duplicate_rows_dropped"] == 0
+    assert report["cleaning"]["keep_duplicates"] is True
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,8 +335,12 @@ BAD_INPUT = [  # id, log file text (None: the CDNOW sample), calibration end, ho
      "missing column(s) amount"),
     ("unparseable-date", GOOD_LOG + "2,1997-31-01,5\n", CAL_END, HOLD_END,
      "unparseable date '1997-31-01' in row 4"),
-    ("negative-amount", GOOD_LOG + "2,1997-03-01,-5\n", CAL_END, HOLD_END,
-     "negative amount"),
+    ("nan-amount", GOOD_LOG + "2,1997-03-01,NaN\n", CAL_END, HOLD_END,
+     "missing amount (empty, NA or NaN) in row 4"),
+    ("infinite-amount", GOOD_LOG + "2,1997-03-01,inf\n", CAL_END, HOLD_END,
+     "infinite amount 'inf' in row 4"),
+    ("unterminated-quote", GOOD_LOG + '"2,1997-03-01,5\n3,1997-03-02,6\n', CAL_END, HOLD_END,
+     "cannot read"),
     ("empty-file", "", CAL_END, HOLD_END, "empty file"),
     ("header-only", "customer_id,date,amount\n", CAL_END, HOLD_END, "has no rows"),
     ("calibration-end-before-first-purchase", None, "1996-12-31", HOLD_END,
@@ -347,13 +387,13 @@ def test_bad_replicates_exits_2(cli, tmp_path, capsys):
 
 def test_script_process_exits_2_on_bad_input(tmp_path):
     out = tmp_path / "out"
-    log = make_log(tmp_path, GOOD_LOG + "2,1997-03-01,-5\n")
+    log = make_log(tmp_path, GOOD_LOG + '"2,1997-03-01,5\n3,1997-03-02,6\n')
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--transactions", str(log), "--calibration-end", CAL_END,
          "--holdout-end", HOLD_END, "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
-    assert "negative amount" in proc.stderr and "row 4" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "cannot read" in proc.stderr and str(log) in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not out.exists()
