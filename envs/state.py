@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
-from scipy import special
 
 from envs import noise
 from envs.noise import Mechanism as M
+from envs.samplers import beta_exact, beta_quantile, gamma_exact, gamma_quantile, poisson_quantile
 from envs.scenario import Scenario
 
 NEVER = np.int16(-10000)
@@ -179,18 +179,21 @@ def draw_customers(scenario: Scenario, state: PopulationState, rows: np.ndarray,
     if rows.size == 0:
         return
     pm = scenario.purchase
+    # A contiguous block (a full reset) is written through a slice: much cheaper than a scatter.
+    sel = slice(int(rows[0]), int(rows[-1]) + 1) \
+        if rows[-1] - rows[0] == rows.size - 1 and np.all(np.diff(rows) == 1) else rows
     key = noise.row_keys(seed, state.customer_id[rows], state.episode[rows])
-    state.key[rows] = key
-    state.week[rows] = 0
+    state.key[sel] = key
+    state.week[sel] = 0
 
     def u64(mech: int, draw: int = 0) -> np.ndarray:
         return noise.uniform64(key, 0, mech, draw)
 
     lo, hi = scenario.initial_tenure_weeks
     tenure = lo + (hi - lo) * u64(M.INIT_TENURE)
-    lam = special.gammaincinv(pm.r, u64(M.INIT_RATE)) / pm.alpha
-    p = special.betaincinv(pm.a, pm.b, u64(M.INIT_DROPOUT))
-    nu = special.gammaincinv(pm.q, u64(M.INIT_SPEND_RATE)) / pm.gamma
+    lam = gamma_quantile(pm.r)(u64(M.INIT_RATE)) / pm.alpha
+    p = beta_quantile(pm.a, pm.b)(u64(M.INIT_DROPOUT))
+    nu = gamma_quantile(pm.q)(u64(M.INIT_SPEND_RATE)) / pm.gamma
 
     with np.errstate(divide="ignore"):
         death_at = np.ceil(np.log(u64(M.INIT_HISTORY_DEATH)) / np.log1p(-np.minimum(p, 1 - 1e-12)))
@@ -198,79 +201,76 @@ def draw_customers(scenario: Scenario, state: PopulationState, rows: np.ndarray,
     if pm.contractual:
         active = np.minimum(tenure, death_at)
         alive = death_at > tenure
-        x = noise.poisson_inverse(lam * active, u64(M.INIT_HISTORY_COUNT))
+        x = poisson_quantile(lam * active, u64(M.INIT_HISTORY_COUNT))
         t_x = np.zeros_like(tenure)
         has = x > 0
         t_x[has] = active[has] * u64(M.INIT_HISTORY_LAST)[has] ** (1.0 / x[has])
     else:
-        n_opp = noise.poisson_inverse(lam * tenure, u64(M.INIT_HISTORY_COUNT))
+        n_opp = poisson_quantile(lam * tenure, u64(M.INIT_HISTORY_COUNT))
         x = np.minimum(n_opp, death_at)
         alive = death_at > n_opp
-        t_x = np.zeros_like(tenure)
-        has = x > 0
-        t_x[has] = tenure[has] * special.betaincinv(
-            x[has], n_opp[has] - x[has] + 1, u64(M.INIT_HISTORY_LAST)[has])
-    spend = special.gammaincinv(pm.p * (x + 1), u64(M.INIT_HISTORY_SPEND)) / nu
+        t_x = _last_of(key, x, n_opp, tenure)
+    spend = gamma_exact(key, 0, M.INIT_HISTORY_SPEND, pm.p * (x + 1.0)) / nu
 
     if scenario.omnichannel.enabled:
         om = scenario.omnichannel
-        share = special.betaincinv(om.online_share_mean * om.online_share_concentration,
-                                   (1 - om.online_share_mean) * om.online_share_concentration,
-                                   u64(M.INIT_ONLINE_SHARE))
-        state.online_share[rows] = share
+        share = beta_quantile(om.online_share_mean * om.online_share_concentration,
+                              (1 - om.online_share_mean) * om.online_share_concentration)(
+            u64(M.INIT_ONLINE_SHARE))
+        state.online_share[sel] = share
         if not om.observe_offline:
             x, t_x, spend = _online_history(key, x, t_x, share, nu, pm.p)
 
-    state.rate[rows] = lam
-    state.p_drop[rows] = p
-    state.alive[rows] = alive
-    state.spend_rate[rows] = nu
-    state.x[rows] = x
-    state.t_x[rows] = t_x
-    state.T[rows] = tenure
-    state.spend_total[rows] = spend
+    state.rate[sel] = lam
+    state.p_drop[sel] = p
+    state.alive[sel] = alive
+    state.spend_rate[sel] = nu
+    state.x[sel] = x
+    state.t_x[sel] = t_x
+    state.T[sel] = tenure
+    state.spend_total[sel] = spend
 
     for c, ch in enumerate(scenario.channels):
         z = noise.normal(key, 0, M.INIT_RESPONSE + c)
-        state.response[c, rows] = np.minimum(ch.response_median * np.exp(ch.response_sigma * z),
+        state.response[c, sel] = np.minimum(ch.response_median * np.exp(ch.response_sigma * z),
                                              RESPONSE_CAP)
-    state.optin[:, rows] = initial_optin(scenario, key)
+    state.optin[:, sel] = initial_optin(scenario, key)
     media = scenario.media
-    state.media_response[rows] = np.minimum(media.response_median * np.exp(
+    state.media_response[sel] = np.minimum(media.response_median * np.exp(
         media.response_sigma * noise.normal(key, 0, M.INIT_MEDIA_RESPONSE)), RESPONSE_CAP)
 
     K = scenario.offers.n_categories
-    g = np.stack([special.gammaincinv(scenario.offers.category_concentration,
-                                      u64(M.INIT_CATEGORY + k)) for k in range(K)])
+    taste = gamma_quantile(scenario.offers.category_concentration)
+    g = np.stack([taste(u64(M.INIT_CATEGORY + k)) for k in range(K)])
     g = np.maximum(g, 1e-30)
-    state.category_pref[:, rows] = g / g.sum(axis=0)
+    state.category_pref[:, sel] = g / g.sum(axis=0)
 
-    state.fatigue[:, rows] = 0
-    state.contact_bits[:, rows] = 0
-    state.last_contact[:, rows] = NEVER
-    state.ref_price[rows] = 1
-    state.conditioning[rows] = 0
-    state.pantry[rows] = 0
-    state.satisfaction[rows] = 0
-    state.offer_bits[rows] = 0
-    state.redeem_bits[rows] = 0
-    state.last_offer[rows] = NEVER
-    state.stage[rows] = 0
+    state.fatigue[:, sel] = 0
+    state.contact_bits[:, sel] = 0
+    state.last_contact[:, sel] = NEVER
+    state.ref_price[sel] = 1
+    state.conditioning[sel] = 0
+    state.pantry[sel] = 0
+    state.satisfaction[sel] = 0
+    state.offer_bits[sel] = 0
+    state.redeem_bits[sel] = 0
+    state.last_offer[sel] = NEVER
+    state.stage[sel] = 0
 
     dm = scenario.drift
     if dm.rate_sigma > 0:
-        state.rate_drift[rows] = dm.rate_sigma * noise.normal(key, 0, M.INIT_DRIFT_RATE)
+        state.rate_drift[sel] = dm.rate_sigma * noise.normal(key, 0, M.INIT_DRIFT_RATE)
     if dm.preference_sigma > 0:
         for k in range(K):
-            state.taste_drift[k, rows] = dm.preference_sigma * noise.normal(key, 0, M.INIT_DRIFT_PREF, k)
+            state.taste_drift[k, sel] = dm.preference_sigma * noise.normal(key, 0, M.INIT_DRIFT_PREF, k)
     if scenario.privacy.enabled:
         pv = scenario.privacy
-        state.trust[rows] = special.betaincinv(pv.trust_a, pv.trust_b, u64(M.INIT_TRUST))
+        state.trust[sel] = beta_quantile(pv.trust_a, pv.trust_b)(u64(M.INIT_TRUST))
 
     n_seen = x + 1
     if scenario.prospects.share > 0:
         pros = u64(M.INIT_PROSPECT) < scenario.prospects.share
-        state.prospect[rows] = pros
+        state.prospect[sel] = pros
         pr = rows[pros]
         state.alive[pr] = False  # not a customer yet: no purchases until conversion
         state.x[pr] = 0
@@ -280,7 +280,24 @@ def draw_customers(scenario: Scenario, state: PopulationState, rows: np.ndarray,
         state.optin[:, pr] = False
         state.optin[scenario.channel_names.index("paid_media"), pr] = True
         n_seen = np.where(pros, 0, n_seen)
-    state.belief[rows] = guess_favourite(scenario, state, rows, n_seen, 0, M.INIT_BELIEF)
+    state.belief[sel] = guess_favourite(scenario, state, sel, n_seen, 0, M.INIT_BELIEF)
+
+
+def _last_of(key: np.ndarray, x: np.ndarray, n_opp: np.ndarray, tenure: np.ndarray) -> np.ndarray:
+    """BG/NBD time of the last of x purchases: the x-th of n_opp uniform opportunity times on
+    (0, tenure), tenure·Beta(x, n_opp − x + 1). Customers who bought at every opportunity
+    (x = n_opp) take the inverse CDF U^(1/x) of their ``INIT_HISTORY_LAST`` uniform; the others
+    (they died at purchase x) an exact Beta from stream blocks 1 and 2 of that mechanism."""
+    t_x = np.zeros_like(tenure)
+    has = np.flatnonzero(x > 0)
+    last = has[x[has] == n_opp[has]]
+    t_x[last] = tenure[last] * noise.uniform64(key[last], 0, M.INIT_HISTORY_LAST) ** (1.0 / x[last])
+    died = has[x[has] < n_opp[has]]
+    if died.size:
+        xd = x[died].astype(np.float64)
+        t_x[died] = tenure[died] * beta_exact(key[died], 0, M.INIT_HISTORY_LAST, xd,
+                                              n_opp[died] - xd + 1.0)
+    return t_x
 
 
 def initial_optin(scenario: Scenario, key: np.ndarray) -> np.ndarray:
@@ -319,9 +336,9 @@ def _online_history(key: np.ndarray, x: np.ndarray, t_x: np.ndarray, share: np.n
     t_seen = np.where(k > 0, t_x, 0.0)
     early = np.flatnonzero((k > 0) & (last < x))
     if early.size:
-        t_seen[early] = t_x[early] * special.betaincinv(
-            last[early], x[early] - last[early], noise.uniform64(key[early], 0, M.INIT_ONLINE_LAST, 1))
-    spend = special.gammaincinv(p * (k + 1), noise.uniform64(key, 0, M.INIT_ONLINE_SPEND)) / nu
+        t_seen[early] = t_x[early] * beta_exact(key[early], 0, M.INIT_ONLINE_LAST, last[early],
+                                                x[early] - last[early])
+    spend = gamma_exact(key, 0, M.INIT_ONLINE_SPEND, p * (k + 1.0)) / nu
     return k.astype(np.float64), t_seen, spend
 
 

@@ -12,12 +12,20 @@ latent truth including each row's treatment effect. At the largest size, a fully
 (``treatment_effect=False``), and each preset in ``--presets`` are also timed
 (mass media, prospects, drift and life events, hidden offline purchases, privacy backlash,
 weekly churn). Actions are generated before timing. Prints a table and a final JSON line.
+
+Respawn and reset (``--targets``, issue 17): at each of ``--target-sizes`` the retail simulator is
+timed with uniformly random actions and with no actions (median of ``--repeats`` runs each), next
+to a 5-mechanism numpy reference (:class:`NumpyReference`: BG/NBD purchases and drop-out,
+Gamma-Gamma spend, channel fatigue and opt-outs, on ``numpy.random.Generator`` draws, the
+vectorisation pattern of docs/customer-model.md §1) under the same actions; the reset of the
+largest population is timed too. ``--targets-only`` skips the rest.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import gymnasium
@@ -39,6 +47,71 @@ def mixed_plan(n: int, rng: np.random.Generator, nvec=(6, 8, 4), contact_share: 
 
 def uniform_plan(n: int, rng: np.random.Generator, nvec=(6, 8, 4)) -> np.ndarray:
     return np.stack([rng.integers(0, k, n) for k in nvec], axis=1)
+
+
+def nothing_plan(n: int, rng: np.random.Generator, nvec=(6, 8, 4)) -> np.ndarray:
+    return np.zeros((n, 3), np.int64)
+
+
+class NumpyReference:
+    """Five mechanisms of the retail preset in plain numpy, for a speed yardstick (not Rapport's
+    model): BG/NBD purchases (Poisson counts) and drop-out (geometric), Gamma-Gamma spend, one
+    fatigue stock per channel lowering a contact's lift, and a fatigue-driven opt-out hazard."""
+
+    def __init__(self, n: int, scenario: str = "retail", seed: int = 0) -> None:
+        sc = envs.get_scenario(scenario)
+        pm = sc.purchase
+        self.rng = rng = np.random.default_rng(seed)
+        C = len(sc.channels)
+        self.lam = rng.gamma(pm.r, 1 / pm.alpha, n).astype(np.float32)
+        self.p = rng.beta(pm.a, pm.b, n)
+        self.nu = rng.gamma(pm.q, 1 / pm.gamma, n).astype(np.float32)
+        self.shape = pm.p
+        self.alive = np.ones(n, bool)
+        self.fatigue = np.zeros((C, n), np.float32)
+        self.optin = rng.random((C, n)) < np.array([[c.optin_share] for c in sc.channels])
+        self.response = np.stack([c.response_median * np.exp(c.response_sigma * rng.standard_normal(n))
+                                  for c in sc.channels]).astype(np.float32)
+        self.kappa = np.array([c.fatigue_response_decay for c in sc.channels], np.float32)
+        self.decay = np.array([[2.0 ** (-1.0 / c.fatigue_half_life)] for c in sc.channels], np.float32)
+        self.optout_base = np.array([c.optout_base for c in sc.channels], np.float32)
+        self.optout_fatigue = np.array([c.optout_fatigue for c in sc.channels], np.float32)
+
+    def step(self, action: np.ndarray) -> np.ndarray:
+        rng, n = self.rng, self.lam.size
+        rows = np.flatnonzero(action[:, 0])
+        c = action[rows, 0] - 1
+        reach = self.optin[c, rows]
+        rows, c = rows[reach], c[reach]
+        f = self.fatigue[c, rows]
+        log_mult = np.zeros(n, np.float32)
+        log_mult[rows] = self.response[c, rows] * np.exp(-self.kappa[c] * f)
+        rate = np.exp(log_mult) * self.lam * self.alive
+        count = rng.poisson(rate)
+        buyers = np.flatnonzero(count)
+        death_at = rng.geometric(self.p[buyers])
+        bought = np.minimum(count[buyers], death_at)
+        self.alive[buyers[death_at <= count[buyers]]] = False
+        revenue = np.zeros(n, np.float32)
+        revenue[buyers] = rng.gamma(self.shape * bought) / self.nu[buyers]
+        hazard = np.minimum(self.optout_base[c] * np.exp(self.optout_fatigue[c] * f), 1)
+        out = rng.random(rows.size) < hazard
+        self.optin[c[out], rows[out]] = False
+        self.fatigue *= self.decay
+        self.fatigue[c, rows] += 1
+        return revenue
+
+
+def time_reference(n: int, weeks: int, plan) -> float:
+    """customer-steps/s of :class:`NumpyReference` under ``plan``'s actions."""
+    rng = np.random.default_rng(0)
+    ref = NumpyReference(n)
+    actions = [plan(n, rng) for _ in range(min(weeks, 4))]
+    ref.step(actions[0])
+    t0 = time.perf_counter()
+    for t in range(weeks):
+        ref.step(actions[t % len(actions)])
+    return n * weeks / (time.perf_counter() - t0)
 
 
 def time_population(n: int, weeks: int, plan, copy_obs: bool = True, scenario: str = "retail",
@@ -79,7 +152,15 @@ def main() -> None:
     ap.add_argument("--weeks", type=int, default=10)
     ap.add_argument("--presets", nargs="*", default=["fame", "privacy_sensitive"],
                     help="presets with the issue-3 mechanisms on, timed at the largest size")
+    ap.add_argument("--targets", action="store_true",
+                    help="also time random and no actions against the numpy reference, and reset")
+    ap.add_argument("--targets-only", action="store_true", help="only the --targets section")
+    ap.add_argument("--target-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--repeats", type=int, default=3, help="runs per --targets figure (median)")
     args = ap.parse_args()
+    if args.targets_only:
+        print(json.dumps(respawn_targets(args.target_sizes, args.weeks, args.repeats)))
+        return
 
     rows = []
 
@@ -125,7 +206,43 @@ def main() -> None:
         "targets": {"customer_steps_per_s_at_1e6": 1e7, "speedup_vs_sync": 100,
                     "state_bytes_per_customer": 200},
     }
+    if args.targets:
+        result["respawn_targets"] = respawn_targets(args.target_sizes, args.weeks, args.repeats)
     print(json.dumps(result))
+
+
+def respawn_targets(sizes: list[int], weeks: int, repeats: int) -> dict:
+    """Median customer-steps/s with random and no actions vs the numpy reference, and the reset
+    time of the largest population (issue 17 targets: >= 0.4x with random actions, reset of 10^6
+    customers <= 1 s)."""
+    med = statistics.median
+    out: dict = {"sizes": {}, "repeats": repeats}
+    print(f"{'customers':>10} {'policy':>8} {'rapport/s':>12} {'reference/s':>12} {'ratio':>6} "
+          f"{'reset s':>8}")
+    for n in sizes:
+        fig = {}
+        for name, plan in (("uniform", uniform_plan), ("nothing", nothing_plan)):
+            runs = [time_population(n, weeks, plan) for _ in range(repeats)]
+            ref = med(time_reference(n, weeks, plan) for _ in range(repeats))
+            rate = med(r[0] for r in runs)
+            fig[name] = {"customer_steps_per_s": rate, "reference_steps_per_s": ref,
+                         "ratio": rate / ref, "reset_s": med(r[1] for r in runs),
+                         "all_customer_steps_per_s": [r[0] for r in runs]}
+            print(f"{n:>10,} {name:>8} {rate:>12,.0f} {ref:>12,.0f} {rate / ref:>6.2f} "
+                  f"{fig[name]['reset_s']:>8.2f}")
+        out["sizes"][str(n)] = fig
+    n_max = max(sizes)
+    resets = []
+    for _ in range(repeats):
+        env = envs.PopulationEnv(num_envs=n_max, scenario="retail", horizon=weeks + 5)
+        t0 = time.perf_counter()
+        env.reset(seed=0)
+        resets.append(time.perf_counter() - t0)
+    out["reset_s_at_max_n"] = med(resets)
+    out["all_reset_s_at_max_n"] = resets
+    out["targets"] = {"uniform_ratio": 0.4, "reset_s_at_1e6": 1.0}
+    print(f"reset of {n_max:,} customers: {out['reset_s_at_max_n']:.2f} s (median of {repeats})")
+    return out
 
 
 if __name__ == "__main__":
