@@ -53,6 +53,7 @@ from agents.bandits import (
     rule_to_dict,
     save_state,
 )
+from agents.hyperparams import check_count, check_real
 from agents.protocol import DecisionSchema
 from agents.validation import (
     CheckedBatch,
@@ -135,8 +136,10 @@ class NeuralLinearThompson:
                  torch_threads: int | None = 1, reward: RewardSpec = None, ltv_weight: float = 1.0) -> None:
         for name, value in (("embedding_dim", embedding_dim), ("retrain_every", retrain_every),
                             ("train_steps", train_steps), ("batch_size", batch_size), ("buffer_size", buffer_size)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+            check_count(name, value, minimum=1)
+        for width in hidden:
+            check_count("hidden (each layer width)", width, minimum=1)
+        check_real("learning_rate", learning_rate, minimum=0.0, exclusive=True, meaning="Adam step size")
         if torch_threads is not None and torch.get_num_threads() != torch_threads:
             torch.set_num_threads(int(torch_threads))
         self.schema, self.reward = schema, resolve_reward(schema, reward, ltv_weight)
