@@ -28,6 +28,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.objective import OBJECTIVES, discount_for
+from experiments.errors import UserError, user_input
 from experiments.launchers.ray_cluster import RayConfig
 
 FAMILIES = ("baseline", "bandit", "rl")
@@ -350,11 +351,30 @@ def register_configs() -> None:
     cs.store(name="rapport_schema", node=RunConfig)
 
 
-def to_settings(cfg: DictConfig | RunConfig) -> RunConfig:
-    """Validated dataclass objects from a composed config (raises naming the bad key)."""
-    if isinstance(cfg, RunConfig):
+def to_settings(cfg: DictConfig | RunConfig, schema: type[RunConfig] = RunConfig) -> RunConfig:
+    """Validated dataclass objects from a composed config: bad values raise
+    :class:`~experiments.errors.UserError` naming the key (``schema``: the app's root config
+    class, a subclass of :class:`RunConfig`)."""
+    if isinstance(cfg, schema):
         return cfg
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    plain.pop("hydra", None)
-    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    with user_input():
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        plain.pop("hydra", None)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def check_evaluation_fits(settings: RunConfig) -> None:
+    """Keys of ``evaluation`` checked against the population they evaluate (the apps that
+    evaluate call this: ``rapport-train``, ``rapport-evaluate``); raises naming the key and its
+    valid range."""
+    e, env = settings.evaluation, settings.env
+    if e.blocks > env.customers:
+        raise UserError(f"evaluation.blocks={e.blocks} exceeds env.customers={env.customers} (every block "
+                        f"needs at least one customer); valid: 1..{env.customers}")
+    if e.shards > e.blocks:
+        raise UserError(f"evaluation.shards={e.shards} exceeds evaluation.blocks={e.blocks} (a shard is a "
+                        f"run of whole blocks); valid: 1..{e.blocks}")
+    if e.short_term_weeks > env.horizon:
+        raise UserError(f"evaluation.short_term_weeks={e.short_term_weeks} exceeds env.horizon={env.horizon}; "
+                        f"valid: 1..{env.horizon}")

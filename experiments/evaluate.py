@@ -4,8 +4,9 @@
     rapport-evaluate policies='[<run_id>, <run_id>]' env.customers=50000 evaluation.seeds=5
     rapport-evaluate policies='[models:/my-policy@champion]' agent@evaluation.baseline=mass
 
-Each entry of ``policies`` is an MLflow model URI (``runs:/…``, ``models:/…``) or a bare run id
-of a ``rapport-train`` run (its logged ``policy`` model). Every policy, the baseline and (unless
+Each entry of ``policies`` is an MLflow model URI (``runs:/…``, ``models:/…``), a bare run id
+of a ``rapport-train`` run (its logged ``policy`` model) or a local MLflow model folder (one
+holding an ``MLmodel`` file, e.g. a downloaded ``policy`` artifact). Every policy, the baseline and (unless
 ``evaluation.oracle=false``) the myopic oracle meet the same customers; the result is logged as
 an MLflow run (``rapport.command=evaluate``) with per-policy metrics ``<label>/<glossary key>``,
 the leaderboard (markdown, CSV, PNG), the tables and plots, and printed. ``run(cfg)`` returns
@@ -22,7 +23,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import builders
-from experiments.config import RunConfig, register_configs, to_settings
+from experiments.config import RunConfig, check_evaluation_fits, register_configs, to_settings
+from experiments.errors import (
+    UserError,
+    check_store_exists,
+    marks_failed_output,
+    model_folder,
+    run_hydra_app,
+    user_input,
+)
 from experiments.evaluation import summarize
 from experiments.progress import progress_enabled
 from experiments.sharding import evaluate_configured
@@ -36,32 +45,60 @@ def _metric_safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./: ]", "_", label)
 
 
+def _get_run(client: Any, run_id: str, entry: str, tracking_uri: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        raise UserError(f"policies entry {entry!r}: no run {run_id} in the tracking store {tracking_uri} "
+                        "(rapport-train prints its run id; check tracking.uri / $MLFLOW_TRACKING_URI)") from err
+
+
+def _classify(entry: str) -> tuple[str, str]:
+    """(kind, entry) with kind ``folder`` | ``run_id`` | ``runs`` | ``models``; checks folders and
+    syntax without touching the tracking store."""
+    folder = model_folder("policies entry", entry)
+    if folder is not None:
+        return "folder", str(folder)
+    if _RUN_ID.match(entry):
+        return "run_id", entry
+    for kind in ("runs", "models"):
+        if entry.startswith(f"{kind}:/"):
+            return kind, entry
+    raise UserError(f"policies entry {entry!r} is not a run id, runs:/… or models:/… URI, "
+                    "nor an MLflow model folder")
+
+
 def resolve_policies(uris: list[str], tracking_uri: str) -> dict[str, tuple[str, Any]]:
-    """``{label: (model_uri, LoadedPolicy)}``; bare run ids become ``runs:/<id>/policy``."""
+    """``{label: (model_uri, LoadedPolicy)}``; bare run ids become ``runs:/<id>/policy``.
+    Entries that cannot be resolved or loaded raise :class:`~experiments.errors.UserError`."""
+    entries = [_classify(str(e).strip()) for e in uris]  # every entry checked before any loading
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from experiments.policy_store import load_logged_policy
 
+    if any(kind != "folder" for kind, _ in entries):
+        check_store_exists(tracking_uri, f"policies entry {next(e for k, e in entries if k != 'folder')!r}")
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     out: dict[str, tuple[str, Any]] = {}
-    for entry in uris:
-        entry = str(entry).strip()
+    for kind, entry in entries:
         label = entry
-        if _RUN_ID.match(entry):
-            run = client.get_run(entry)
+        if kind == "folder":
+            label = Path(entry).resolve().name
+        elif kind == "run_id":
+            run = _get_run(client, entry, entry, tracking_uri)
             label = run.data.tags.get("rapport.label", entry[:8])
             entry = f"runs:/{entry}/policy"
-        elif entry.startswith("runs:/"):
-            run = client.get_run(entry.split("/")[1])
+        elif kind == "runs":
+            run = _get_run(client, entry.split("/")[1], entry, tracking_uri)
             label = run.data.tags.get("rapport.label", label)
-        elif not entry.startswith("models:/"):
-            raise ValueError(f"policies entry {entry!r} is not a run id, runs:/… or models:/… URI")
         try:
             policy = load_logged_policy(entry)
         except Exception as err:
-            raise ValueError(f"cannot load policy {entry!r}: {err}") from err
+            raise UserError(f"cannot load policy {entry!r}: {err}") from err
         while label in out:
             label += "'"
         out[label] = (entry, policy)
@@ -74,17 +111,19 @@ def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
     from experiments.train import eval_settings, scenario_tags
 
     settings = to_settings(cfg)
-    if not settings.policies:
-        raise ValueError("policies is empty: pass policies='[runs:/<run_id>/policy, models:/<name>/<version>]'")
-    scenario = builders.resolve_scenario(settings.env)
-    if settings.evaluation.baseline is not None:
-        builders.check_agent(settings.evaluation.baseline, settings.env)
+    with user_input():
+        if not settings.policies:
+            raise ValueError("policies is empty: pass policies='[runs:/<run_id>/policy, models:/<name>/<version>]'")
+        check_evaluation_fits(settings)
+        scenario = builders.resolve_scenario(settings.env)
+        if settings.evaluation.baseline is not None:
+            builders.check_agent(settings.evaluation.baseline, settings.env)
     loaded = resolve_policies(list(settings.policies), resolve_tracking_uri(settings.tracking.uri))
     env = builders.make_env(settings.env, customers=1, scenario=scenario)
     for label, (uri, policy) in loaded.items():
         if tuple(policy.schema.feature_names) != tuple(env.feature_names) or \
                 tuple(policy.schema.nvec) != tuple(int(k) for k in env.single_action_space.nvec):
-            raise ValueError(f"policy {label!r} ({uri}) was trained on another observation/action layout "
+            raise UserError(f"policy {label!r} ({uri}) was trained on another observation/action layout "
                              f"than scenario {scenario.name!r}: features {len(policy.schema.feature_names)} vs "
                              f"{len(env.feature_names)}, nvec {policy.schema.nvec}")
     seeds = builders.derive_seeds(settings.seed, settings.evaluation.seeds, settings.evaluation.seed)
@@ -128,8 +167,9 @@ def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
     return result
 
 
-def main() -> None:
-    """Console script ``rapport-evaluate`` (Hydra app over ``conf/evaluate.yaml``)."""
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``rapport-evaluate`` (Hydra app over ``conf/evaluate.yaml``); ``argv``:
+    the overrides (default: the command line). Failures print one line and exit non-zero."""
     import hydra
 
     register_configs()
@@ -137,9 +177,10 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="evaluate")
     def _app(cfg: DictConfig) -> None:
-        run(cfg)
+        with marks_failed_output():
+            run(cfg)
 
-    _app()
+    run_hydra_app(_app, argv, prog="rapport-evaluate")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,14 @@ from omegaconf import DictConfig, OmegaConf
 from agents.ope import ExplorationMixture, LoggedFeedback, joint_distribution
 from agents.protocol import Policy
 from experiments.builders import check_agent, derive_seeds, make_env, resolve_scenario, schema_of
-from experiments.config import RunConfig
+from experiments.config import RunConfig, to_settings
+from experiments.errors import (
+    check_writable,
+    marks_failed_output,
+    run_hydra_app,
+    staged_file,
+    user_input,
+)
 from experiments.progress import progress_enabled
 
 
@@ -123,16 +130,14 @@ class LogRunConfig(RunConfig):
 
 def to_log_config(cfg: DictConfig | LogRunConfig) -> LogRunConfig:
     """Validated config objects from a composed config (errors name the key)."""
-    if isinstance(cfg, LogRunConfig):
-        settings = cfg
-    else:
-        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        plain.pop("hydra", None)
-        settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LogRunConfig), plain))
-    if settings.agent is None:
-        raise ValueError("agent is not set: choose the logging policy with agent=<name> (files in conf/agent/)")
-    if settings.log.weeks is not None and settings.log.weeks > settings.env.horizon:
-        raise ValueError(f"log.weeks={settings.log.weeks} exceeds env.horizon={settings.env.horizon}")
+    settings = to_settings(cfg, LogRunConfig)
+    with user_input():
+        if settings.agent is None:
+            raise ValueError("agent is not set: choose the logging policy with agent=<name> (files in conf/agent/)")
+        if settings.log.weeks is not None and settings.log.weeks > settings.env.horizon:
+            raise ValueError(f"log.weeks={settings.log.weeks} exceeds env.horizon={settings.env.horizon}; "
+                             f"valid: 1..{settings.env.horizon} or null")
+        check_writable("log.output", settings.log.output)
     return settings  # type: ignore[return-value]
 
 
@@ -156,8 +161,9 @@ def run(cfg: DictConfig | LogRunConfig) -> dict[str, Any]:
     from experiments.tracking import flatten_params, start_run
 
     settings = to_log_config(cfg)
-    scenario = resolve_scenario(settings.env)
-    check_agent(settings.agent, settings.env)
+    with user_input():
+        scenario = resolve_scenario(settings.env)
+        check_agent(settings.agent, settings.env)
     seeds = derive_seeds(settings.seed, 1, settings.evaluation.seed)
     population_seed = settings.log.population_seed
     population_seed = seeds.evaluation[0] if population_seed is None else population_seed
@@ -165,8 +171,9 @@ def run(cfg: DictConfig | LogRunConfig) -> dict[str, Any]:
     params = {**flatten_params(OmegaConf.to_container(OmegaConf.structured(settings))), **seeds.as_params(),
               "log.population_seed_used": population_seed}
     tags = {"rapport.command": "log", "rapport.agent": settings.agent.name, "rapport.family": settings.agent.family}
+    # the Parquet file appears only when the run succeeded: a failed run leaves no log that looks complete
     with start_run(settings.tracking, run_name=settings.tracking.run_name or f"log-{settings.agent.name}-seed{settings.seed}",
-                   params=params, tags=tags) as tracker:
+                   params=params, tags=tags) as tracker, staged_file(settings.log.output) as staged:
         factory = logging_policy_factory(settings, scenario, seeds, tracker, epsilon=settings.log.epsilon,
                                          progress=progress)
         env = make_env(settings.env, scenario=scenario)
@@ -176,13 +183,14 @@ def run(cfg: DictConfig | LogRunConfig) -> dict[str, Any]:
                                   weeks=settings.log.weeks, use_action_mask=settings.log.use_action_mask,
                                   store_action_mask=settings.log.use_action_mask,
                                   store_action_dist=settings.log.store_action_dist, metadata=meta)
-        path = logged.write_parquet(Path(settings.log.output))
+        logged.write_parquet(staged)
+        path = Path(settings.log.output)
         metrics = {"log/rows": float(logged.n), "log/customers": float(np.unique(logged.customer_id).size),
                    "log/reward_mean": float(logged.reward.mean()),
                    "log/min_propensity": float(logged.propensity.min()),
                    "log/contact_share": float(np.mean(logged.actions[:, 0] > 0))}
         tracker.log_metrics(metrics)
-        tracker.log_artifact(path, "feedback")
+        tracker.log_artifact(staged, "feedback")
     print(f"[rapport] wrote {logged.n:,} decisions of {metrics['log/customers']:.0f} customers "
           f"({settings.agent.name}, epsilon {settings.log.epsilon}) to {path}")
     return {"path": str(path), "metrics": metrics, "logged": logged, "population_seed": population_seed}
@@ -194,8 +202,9 @@ def register_log_config() -> None:
     ConfigStore.instance().store(name="rapport_log_schema", node=LogRunConfig)
 
 
-def main() -> None:
-    """Console script ``rapport-log`` (Hydra app over ``conf/log.yaml``)."""
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``rapport-log`` (Hydra app over ``conf/log.yaml``); ``argv``: the
+    overrides (default: the command line). Failures print one line and exit non-zero."""
     import hydra
 
     register_log_config()
@@ -203,9 +212,10 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="log")
     def _app(cfg: DictConfig) -> None:
-        run(cfg)
+        with marks_failed_output():
+            run(cfg)
 
-    _app()
+    run_hydra_app(_app, argv, prog="rapport-log")
 
 
 if __name__ == "__main__":

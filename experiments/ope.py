@@ -69,7 +69,8 @@ from agents.ope import (
     promotion_decision,
 )
 from experiments.builders import check_agent, derive_seeds, resolve_scenario
-from experiments.config import AgentConfig, RunConfig
+from experiments.config import AgentConfig, RunConfig, to_settings
+from experiments.errors import marks_failed_output, run_hydra_app, user_input
 from experiments.log_feedback import collect_feedback, logging_policy_factory
 from experiments.progress import bar, progress_enabled
 
@@ -177,17 +178,14 @@ def _check_epsilon(where: str, value: Any) -> None:
 
 def to_ope_config(cfg: DictConfig | OPERunConfig) -> OPERunConfig:
     """Validated config objects (errors name the key)."""
-    if isinstance(cfg, OPERunConfig):
-        settings = cfg
-    else:
-        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        plain.pop("hydra", None)
-        settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(OPERunConfig), plain))
-    if settings.agent is None:
-        raise ValueError("agent (the behaviour policy) is not set: choose one with agent=<name>")
-    if not settings.candidates:
-        raise ValueError("no candidates: add some with agent@candidates.<name>.agent=<file> in the defaults list")
-    settings.ope.settings(None, settings.env.horizon)  # validates the estimator options
+    settings = to_settings(cfg, OPERunConfig)
+    with user_input():
+        if settings.agent is None:
+            raise ValueError("agent (the behaviour policy) is not set: choose one with agent=<name>")
+        if not settings.candidates:
+            raise ValueError("no candidates: add some with agent@candidates.<name>.agent=<file> in the defaults list")
+    with user_input("ope."):  # agents.ope names its fields without the config group
+        settings.ope.settings(None, settings.env.horizon)  # validates the estimator options
     return settings  # type: ignore[return-value]
 
 
@@ -421,10 +419,13 @@ def run(cfg: DictConfig | OPERunConfig) -> dict[str, Any]:
     from experiments.tracking import flatten_params, start_run
 
     settings = to_ope_config(cfg)
-    scenario = resolve_scenario(settings.env)
-    check_agent(settings.agent, settings.env)
-    for c in settings.candidates.values():
-        check_agent(c.agent, settings.env)
+    with user_input():
+        scenario = resolve_scenario(settings.env)
+        check_agent(settings.agent, settings.env)
+        for c in settings.candidates.values():
+            check_agent(c.agent, settings.env)
+        if settings.bench.reward_lower_bound is None:
+            scenario_reward_lower_bound(scenario)  # raises when the scenario has no finite bound
     progress = progress_enabled(settings.progress)
     params = flatten_params(OmegaConf.to_container(OmegaConf.structured(settings)))
     tags = {"rapport.command": "ope", "rapport.behaviour": settings.agent.name,
@@ -467,8 +468,9 @@ def register_ope_config() -> None:
     ConfigStore.instance().store(name="rapport_ope_schema", node=OPERunConfig)
 
 
-def main() -> None:
-    """Console script ``rapport-ope`` (Hydra app over ``conf/ope.yaml``)."""
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``rapport-ope`` (Hydra app over ``conf/ope.yaml``); ``argv``: the
+    overrides (default: the command line). Failures print one line and exit non-zero."""
     import hydra
 
     register_ope_config()
@@ -476,9 +478,10 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="ope")
     def _app(cfg: DictConfig) -> None:
-        run(cfg)
+        with marks_failed_output():
+            run(cfg)
 
-    _app()
+    run_hydra_app(_app, argv, prog="rapport-ope")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import RunConfig, register_configs, to_settings
+from experiments.errors import UserError, marks_failed_output, run_hydra_app, user_input
 
 
 def search_space(params: dict[str, str]) -> dict[str, Any]:
@@ -108,7 +109,8 @@ def run_sweep(base_overrides: list[str], settings: RunConfig, *, compose_fn: Any
     )
 
     sw = settings.sweep
-    space = search_space(dict(sw.params))
+    with user_input():
+        space = search_space(dict(sw.params))
     keep = [o for o in base_overrides if not o.lstrip("+~").startswith(("sweep.", "label="))]
 
     def trial_config(values: dict[str, Any], number: int) -> DictConfig:
@@ -118,7 +120,8 @@ def run_sweep(base_overrides: list[str], settings: RunConfig, *, compose_fn: Any
     # validate every key and the value types before any work: one config per distribution end
     for probe in ({k: (d.low if hasattr(d, "low") else d.choices[0]) for k, d in space.items()},
                   {k: (d.high if hasattr(d, "high") else d.choices[-1]) for k, d in space.items()}):
-        train.validate(trial_config(probe, 0))
+        with user_input(f"sweep.params at {probe}: "):
+            train.validate(trial_config(probe, 0))
 
     sampler = (optuna.samplers.TPESampler(seed=settings.seed) if sw.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=settings.seed))
@@ -151,7 +154,7 @@ def run_sweep(base_overrides: list[str], settings: RunConfig, *, compose_fn: Any
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     continue
                 if sw.objective not in result:
-                    raise ValueError(f"sweep.objective {sw.objective!r} is not a metric of the runs; "
+                    raise UserError(f"sweep.objective {sw.objective!r} is not a metric of the runs; "
                                      f"some valid ones: {sorted(k for k in result if '/ci_' not in k)[:30]}")
                 study.tell(trial, result[sw.objective])
             done += len(batch)
@@ -164,7 +167,7 @@ def run_sweep(base_overrides: list[str], settings: RunConfig, *, compose_fn: Any
         _log_study(uri, parent_id, study, sw.objective)
         finish_parent_with_leaderboard(uri, parent_id)
     if not completed:
-        raise RuntimeError("every trial failed; see the messages above")
+        raise UserError(f"every one of the {len(study.trials)} trials failed; see the messages above")
     print(f"[rapport] best {sw.objective} = {study.best_value:.4f} with {study.best_params}")
     return study
 
@@ -208,8 +211,9 @@ def _log_study(uri: str, parent_id: str, study: Any, objective: str) -> None:
         plots.close(fig)
 
 
-def main() -> None:
-    """``python -m experiments.sweep [overrides]`` (Hydra app over ``conf/train.yaml``)."""
+def main(argv: list[str] | None = None) -> None:
+    """``python -m experiments.sweep [overrides]`` (Hydra app over ``conf/train.yaml``); ``argv``:
+    the overrides (default: the command line). Failures print one line and exit non-zero."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -218,12 +222,13 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="train")
     def _app(cfg: DictConfig) -> None:
-        settings = to_settings(cfg)
-        overrides = list(HydraConfig.get().overrides.task)
-        run_sweep(overrides, settings,
-                  compose_fn=lambda ov: hydra.compose(config_name="train", overrides=ov))
+        with marks_failed_output():
+            settings = to_settings(cfg)
+            overrides = list(HydraConfig.get().overrides.task)
+            run_sweep(overrides, settings,
+                      compose_fn=lambda ov: hydra.compose(config_name="train", overrides=ov))
 
-    _app()
+    run_hydra_app(_app, argv, prog="experiments.sweep")
 
 
 if __name__ == "__main__":

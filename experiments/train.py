@@ -24,7 +24,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import builders
-from experiments.config import RunConfig, register_configs, to_settings
+from experiments.config import RunConfig, check_evaluation_fits, register_configs, to_settings
+from experiments.errors import marks_failed_output, run_hydra_app, user_input
 from experiments.evaluation import (
     EvalSettings,
     Evaluation,
@@ -41,14 +42,17 @@ ORACLE = builders.MYOPIC_ORACLE
 
 
 def validate(cfg: DictConfig | RunConfig) -> tuple[RunConfig, Any]:
-    """Everything that can be checked without doing the work: raises ValueError naming the key."""
+    """Everything that can be checked without doing the work: raises
+    :class:`~experiments.errors.UserError` (a ValueError) naming the key."""
     settings = to_settings(cfg)
-    if settings.agent is None:
-        raise ValueError("agent is not set: choose one with agent=<name> (files in conf/agent/)")
-    scenario = builders.resolve_scenario(settings.env)
-    builders.check_agent(settings.agent, settings.env)
-    if settings.evaluation.baseline is not None:
-        builders.check_agent(settings.evaluation.baseline, settings.env)
+    with user_input():
+        if settings.agent is None:
+            raise ValueError("agent is not set: choose one with agent=<name> (files in conf/agent/)")
+        check_evaluation_fits(settings)
+        scenario = builders.resolve_scenario(settings.env)
+        builders.check_agent(settings.agent, settings.env)
+        if settings.evaluation.baseline is not None:
+            builders.check_agent(settings.evaluation.baseline, settings.env)
     return settings, scenario
 
 
@@ -194,8 +198,10 @@ def _log_outputs(tracker: Tracker, settings: RunConfig, trained: Any, ev: Evalua
             tracker.set_tags({"rapport.model_uri": uri})
 
 
-def main() -> None:
-    """Console script ``rapport-train`` (Hydra app over ``conf/train.yaml``)."""
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``rapport-train`` (Hydra app over ``conf/train.yaml``); ``argv``: the
+    overrides (default: the command line). Failures print one line and exit non-zero
+    (:mod:`experiments.errors`)."""
     import hydra
 
     register_configs()
@@ -203,11 +209,12 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="train")
     def _app(cfg: DictConfig) -> float | None:
-        metrics = run(cfg)
-        objective = to_settings(cfg).sweep.objective
-        return metrics.get(objective)
+        with marks_failed_output():
+            metrics = run(cfg)
+            objective = to_settings(cfg).sweep.objective
+            return metrics.get(objective)
 
-    _app()
+    run_hydra_app(_app, argv, prog="rapport-train")
 
 
 if __name__ == "__main__":

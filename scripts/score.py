@@ -10,7 +10,10 @@ Scoring runs the ONNX decision in onnxruntime (no torch).
 Input: one row per customer with every feature column of the policy, ``customer_id`` (int) and
 optionally ``episode`` and ``week`` (int; ``--week`` fills a missing ``week``). Any other column,
 a missing feature, a non-numeric feature, a NaN/inf or an empty file is an error naming the
-column; nothing is written then (a batch is scored whole, never partly).
+column; nothing is written then (a batch is scored whole, never partly). Every failure prints
+one line (``error: ...``) and exits 2 for bad input (1 otherwise); ``--traceback`` (or
+``HYDRA_FULL_ERROR=1``) shows the traceback instead. The output file appears only when the
+whole batch was scored.
 
 Output: the logged-feedback layout of :mod:`agents.ope.logged` -- ``customer_id, episode, week``,
 the features (float32), ``channel, offer, spend_level, action`` (joint index), ``propensity`` --
@@ -33,6 +36,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agents.ope.logged import ACTION_COLUMNS, METADATA_KEY
+from experiments.errors import (
+    EXIT_INPUT,
+    UserError,
+    check_writable,
+    describe,
+    full_error_requested,
+    staged_file,
+)
 from experiments.export.decision_runtime import (
     DecisionRunner,
     InvalidDecisionInput,
@@ -42,27 +53,51 @@ from experiments.export.decision_runtime import (
 ONNX_NAME = "policy.onnx"
 
 
+def _runner(path: Path, threads: int | None) -> DecisionRunner:
+    try:
+        return DecisionRunner(path, threads)
+    except ValueError as err:  # an ONNX file without Rapport's metadata
+        raise UserError(f"--model {str(path)!r}: {err}") from err
+    except Exception as err:  # onnxruntime cannot read it
+        raise UserError(f"--model {str(path)!r} is not a readable ONNX file: {err}") from err
+
+
 def load_runner(model: str, threads: int | None = None) -> tuple[DecisionRunner, str]:
-    """The ONNX decision behind ``model`` (see the module doc) and a description of it."""
+    """The ONNX decision behind ``model`` (see the module doc) and a description of it;
+    :class:`~experiments.errors.UserError` when there is none."""
     path = Path(model)
     if path.suffix == ".onnx" and path.is_file():
-        return DecisionRunner(path, threads), str(path)
+        return _runner(path, threads), str(path)
     if path.is_dir() and (path / ONNX_NAME).is_file():
-        return DecisionRunner(path / ONNX_NAME, threads), str(path / ONNX_NAME)
+        return _runner(path / ONNX_NAME, threads), str(path / ONNX_NAME)
+    if path.is_dir() and not (path / "MLmodel").is_file():
+        raise UserError(f"--model {model!r} is not an exported policy folder: it holds neither "
+                        f"{ONNX_NAME} nor an MLflow MLmodel file (rapport-export writes them)")
     if path.is_dir() or ":/" in model:
         import mlflow
 
         try:
             inner = mlflow.pyfunc.load_model(model).unwrap_python_model()
         except Exception as err:
-            raise SystemExit(f"error: cannot load MLflow model {model!r}: {err}") from err
+            raise UserError(f"cannot load MLflow model {model!r}: {err}") from err
         runner = getattr(inner, "runner", None)
         if runner is None or not hasattr(runner, "path"):
-            raise SystemExit(f"error: {model} is not an exported Rapport policy (rapport-export)")
+            raise UserError(f"--model {model!r} is not an exported Rapport policy (rapport-export)")
         # the model's own runner came from its code path; reload the ONNX file with this one
-        return DecisionRunner(runner.path, threads), model
-    raise SystemExit(f"error: --model {model!r} is neither a .onnx file, a folder with "
-                     f"{ONNX_NAME}, an MLflow model folder nor a models:/ or runs:/ URI")
+        return _runner(Path(runner.path), threads), model
+    raise UserError(f"--model {model!r} is neither a .onnx file, a folder with "
+                    f"{ONNX_NAME}, an MLflow model folder nor a models:/ or runs:/ URI")
+
+
+def read_customers(path: str) -> Any:
+    """The customers Parquet file as a DataFrame; :class:`UserError` when it is none."""
+    if not Path(path).is_file():
+        raise UserError(f"--input {path!r} is not a file")
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(f"--input {path!r} is not a readable Parquet file ({err}); write the "
+                        "customers with DataFrame.to_parquet") from err
 
 
 def decisions_table(frame: Any, runner: DecisionRunner, *, week: int | None, seed: int | None,
@@ -97,20 +132,25 @@ def decisions_table(frame: Any, runner: DecisionRunner, *, week: int | None, see
     return pa.table(cols).replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="policy.onnx, its folder, or an MLflow model URI")
-    ap.add_argument("--input", required=True, help="customers Parquet file")
-    ap.add_argument("--output", required=True, help="decisions Parquet file to write")
-    ap.add_argument("--week", type=int, default=None, help="week of every row when the input has none")
-    ap.add_argument("--seed", type=int, default=None, help="exploration seed (explore exports)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="parallel row blocks (default $RAPPORT_ORT_THREADS or 1)")
-    args = ap.parse_args(argv)
+def _threads(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _week(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def score(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate everything, score the batch, write the output; the summary."""
+    check_writable("--output", args.output)
     runner, source = load_runner(args.model, args.threads)
-    if not Path(args.input).is_file():
-        raise SystemExit(f"error: --input {args.input!r} is not a file")
-    frame = pq.read_table(args.input).to_pandas()
+    frame = read_customers(args.input)
     t0 = time.perf_counter()
     try:
         table = decisions_table(frame, runner, week=args.week, seed=args.seed,
@@ -118,16 +158,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                             "mode": runner.mode, "seed": args.seed,
                                             "input": str(args.input)})
     except InvalidDecisionInput as err:
-        print(f"error: {args.input}: {err}", file=sys.stderr)
-        raise SystemExit(2) from err
+        raise UserError(f"{args.input}: {err}") from err
     seconds = time.perf_counter() - t0
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, args.output)
+    with staged_file(args.output) as staged:
+        pq.write_table(table, staged)
     summary = {"rows": table.num_rows, "output": str(args.output), "seconds": round(seconds, 4),
                "contact_share": float(np.mean(table.column("channel").to_numpy() > 0)),
                "mean_propensity": float(np.mean(table.column("propensity").to_numpy()))}
     print(json.dumps(summary))
     return summary
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        print(f"{self.prog}: error: {message} (--help lists the arguments)", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = _Parser(prog="score.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="policy.onnx, its folder, or an MLflow model URI")
+    ap.add_argument("--input", required=True, help="customers Parquet file")
+    ap.add_argument("--output", required=True, help="decisions Parquet file to write")
+    ap.add_argument("--week", type=_week, default=None, help="week of every row when the input has none")
+    ap.add_argument("--seed", type=int, default=None, help="exploration seed (explore exports)")
+    ap.add_argument("--threads", type=_threads, default=None,
+                    help="parallel row blocks (default $RAPPORT_ORT_THREADS or 1)")
+    ap.add_argument("--traceback", action="store_true",
+                    help="on failure print the full traceback instead of one line")
+    args = ap.parse_args(argv)
+    try:
+        return score(args)
+    except Exception as err:
+        if args.traceback or full_error_requested():
+            raise
+        code, line = describe(err)
+        print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT if isinstance(err, InvalidDecisionInput) else code) from None
 
 
 if __name__ == "__main__":

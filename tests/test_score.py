@@ -114,8 +114,12 @@ def test_bad_input_is_refused_whole_naming_the_column(exports, tmp_path, capsys,
 
 
 def test_model_argument_errors(tmp_path):
-    with pytest.raises(SystemExit, match="neither a .onnx file"):
+    from experiments.errors import UserError
+
+    with pytest.raises(UserError, match="neither a .onnx file"):
         score.load_runner(str(tmp_path / "nothing-here"))
+    with pytest.raises(UserError, match="not an exported policy folder"):
+        score.load_runner(str(tmp_path))
 
 
 def test_scores_through_an_mlflow_model_folder_match_the_onnx_file(exports, tmp_path):

@@ -28,6 +28,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.errors import check_writable, marks_failed_output, run_hydra_app, user_input
 from experiments.export.build import MODES
 from experiments.export.exporter import ExportResult, export_run, normalise_formats
 from experiments.export.pyfunc import ALIASES
@@ -82,6 +83,8 @@ class ExportConfig:
             raise ValueError("register=NAME needs mlflow in formats")
         if not 7 <= int(self.opset) <= 23:
             raise ValueError(f"opset must be in 7..23 (onnxruntime-supported), got {self.opset}")
+        if self.out_dir is not None:
+            check_writable("out_dir", self.out_dir, folder=True)
         if self.gate:
             if self.register is None:
                 raise ValueError("gate=true decides the registry alias: set register=NAME")
@@ -93,22 +96,28 @@ class ExportConfig:
                 raise ValueError(f"gate_delta must be in (0, 1), got {self.gate_delta}")
             if not (math.isfinite(self.gate_margin) and self.gate_margin >= 0):
                 raise ValueError(f"gate_margin must be >= 0, got {self.gate_margin}")
+            r_min = self.gate_reward_lower_bound
+            if r_min is not None and not math.isfinite(r_min):
+                raise ValueError(f"gate_reward_lower_bound must be a finite number or null, got {r_min}")
 
 
 def to_config(cfg: DictConfig | dict[str, Any] | ExportConfig) -> ExportConfig:
     """The validated config; unknown keys raise naming them."""
     if isinstance(cfg, ExportConfig):
         return cfg
-    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    tracking = raw.pop("tracking", None) or {}
-    raw.pop("hydra", None)
-    known = {f.name for f in fields(ExportConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"unknown export key(s) {unknown}; valid: {', '.join(sorted(known))}")
-    if raw.get("tracking_uri") is None and tracking.get("uri"):
-        raw["tracking_uri"] = tracking["uri"]
-    return ExportConfig(**raw)
+    with user_input():
+        raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        tracking = raw.pop("tracking", None) or {}
+        raw.pop("hydra", None)
+        known = {f.name for f in fields(ExportConfig)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown export key(s) {unknown}; valid: {', '.join(sorted(known))}")
+        if raw.get("tracking_uri") is None and tracking.get("uri"):
+            raw["tracking_uri"] = tracking["uri"]
+        # typed merge first: a wrong type is an error naming the key, not a failed int("abc")
+        typed = OmegaConf.merge(OmegaConf.structured(ExportConfig), raw)
+        return OmegaConf.to_object(typed)  # type: ignore[return-value]
 
 
 def _promotion_gate(cfg: ExportConfig):
@@ -157,15 +166,17 @@ def run(cfg: DictConfig | dict[str, Any] | ExportConfig) -> ExportResult:
     return result
 
 
-def main() -> None:
-    """Console script ``rapport-export`` (Hydra app over ``conf/export.yaml``)."""
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``rapport-export`` (Hydra app over ``conf/export.yaml``); ``argv``: the
+    overrides (default: the command line). Failures print one line and exit non-zero."""
     config_path = str(Path(__file__).resolve().parents[2] / "conf")
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="export")
     def _app(cfg: DictConfig) -> None:
-        run(cfg)
+        with marks_failed_output():
+            run(cfg)
 
-    _app()
+    run_hydra_app(_app, argv, prog="rapport-export")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from agents.protocol import DecisionSchema
+from experiments.errors import POLICY_SOURCES, UserError, check_store_exists, model_folder
 from experiments.export.build import MODES, ExportSpec, build_decision_module
 from experiments.export.policy_card import build_card, write_card
 
@@ -99,15 +102,26 @@ def export_policy(policy: Any, schema: DecisionSchema, out_dir: str | Path, *,
         constraints = (card_context or {}).get("constraints")
     module, spec = build_decision_module(policy, schema, mode, obs_normalization=obs_normalization,
                                          constraints=constraints)
-    files: dict[str, Path] = {}
-    if "onnx" in formats or "mlflow" in formats:
-        files["onnx"] = export_onnx(module, spec, out / FILE_NAMES["onnx"],
-                                    opset=opset or DEFAULT_OPSET)
-    if "torchscript" in formats:
-        files["torchscript"] = export_pt2(module, spec, out / FILE_NAMES["torchscript"])
-    (out / "export_spec.json").write_text(spec.to_json())
-    card = build_card(spec, files={k: v.name for k, v in files.items()}, **(card_context or {}))
-    files["card_json"], files["card_md"] = write_card(card, out)
+    # written into a hidden staging folder and moved into out_dir only when every file is there:
+    # a failed export never leaves a policy.onnx that scores as if it were complete
+    staging = Path(tempfile.mkdtemp(prefix=".export.partial-", dir=out))
+    try:
+        files: dict[str, Path] = {}
+        if "onnx" in formats or "mlflow" in formats:
+            files["onnx"] = export_onnx(module, spec, staging / FILE_NAMES["onnx"],
+                                        opset=opset or DEFAULT_OPSET)
+        if "torchscript" in formats:
+            files["torchscript"] = export_pt2(module, spec, staging / FILE_NAMES["torchscript"])
+        files["spec"] = staging / "export_spec.json"
+        files["spec"].write_text(spec.to_json())
+        card = build_card(spec, files={k: v.name for k, v in files.items() if k != "spec"},
+                          **(card_context or {}))
+        files["card_json"], files["card_md"] = write_card(card, staging)
+        for path in files.values():  # the card last: its presence marks a finished export
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    files = {k: out / v.name for k, v in files.items() if k != "spec"}
     return ExportResult(out, spec, files, card)
 
 
@@ -178,26 +192,41 @@ def export_run(run_id: str | None, out_dir: str | Path | None = None, *,
         the decision goes into the card and the run.
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from experiments.policy_store import load_logged_policy
 
     formats = normalise_formats(formats)
     if register and "mlflow" not in formats:
-        raise ValueError("register=NAME needs the mlflow format; add mlflow to formats")
+        raise UserError("register=NAME needs the mlflow format; add mlflow to formats")
+    if model_uri is not None:
+        model_folder("model_uri", model_uri)  # a path must be an MLflow model folder
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    # the training run is always read (its config, scenario and KPIs go into the card)
+    check_store_exists(mlflow.get_tracking_uri(), f"run_id {run_id!r}" if run_id else f"model_uri {model_uri!r}")
     client = mlflow.MlflowClient()
     if run_id is None:
         if model_uri is None:
-            raise ValueError("give run_id (the training run) or model_uri (a logged policy)")
-        run_id = mlflow.models.get_model_info(model_uri).run_id
+            raise UserError("give run_id (the training run) or model_uri (a logged policy)")
+        try:
+            run_id = mlflow.models.get_model_info(model_uri).run_id
+        except MlflowException as err:
+            raise UserError(f"model_uri {model_uri!r}: {err.message}; give {POLICY_SOURCES}") from err
         if run_id is None:
-            raise ValueError(f"{model_uri} is not linked to a run; pass run_id")
+            raise UserError(f"model_uri {model_uri!r} is not linked to a training run; pass run_id too")
     model_uri = model_uri or f"runs:/{run_id}/policy"
-    run = _run_context(client, run_id)
+    try:
+        run = _run_context(client, run_id)
+    except MlflowException as err:
+        raise UserError(f"run_id {run_id!r}: no such run in the tracking store {mlflow.get_tracking_uri()} "
+                        "(rapport-train prints its run id; check tracking_uri / $MLFLOW_TRACKING_URI)") from err
     if run["status"] != "FINISHED":
         log.warning("run %s is %s, not FINISHED: exporting what it logged", run_id, run["status"])
-    loaded = load_logged_policy(model_uri)
+    try:
+        loaded = load_logged_policy(model_uri)
+    except Exception as err:
+        raise UserError(f"cannot load the policy {model_uri!r}: {err}") from err
     run["model_uri"] = model_uri
     agent = loaded.meta.get("agent") or {}
     run["agent"] = {k: agent.get(k) for k in ("name", "family", "target", "eval_mode") if k in agent}
