@@ -1,22 +1,50 @@
 """Save a trained policy to a folder, load it back, and log it as an MLflow pyfunc model.
 
-A policy folder holds ``meta.json`` (schema, agent, constraints, format) and either
-``policy.pkl`` (cloudpickle of a numpy-only policy: baselines, frozen bandit policies) or
-``model.zip`` (a Stable-Baselines3 model, served by ``agents.rl_policy.SB3Policy``).
-Constraints are stored as config and re-applied at load time, sized to each batch (a weekly
-budget is $ per customer of the batch).
+Loading a policy runs no code from the store: a policy folder holds data only, and every
+class that a load builds comes from a fixed registry in Rapport, never from the folder.
+
+Folder (format 2)::
+
+    meta.json    format_version 2, format "data" | "sb3", schema, agent, constraints, and
+                 "policy": {kind, config} (data) or "sb3": {algorithm, policy class by name,
+                 constructor arguments, spaces} (sb3), greedy, flatten_actions,
+                 obs_normalization (VecNormalize mean/var/clip_obs/epsilon), ...
+    arrays.npz   numpy arrays (bandit fits, arms, space bounds), read with allow_pickle=False
+    weights.pt   torch state dicts (SB3 policy network, neural bandit features), read with
+                 torch.load(weights_only=True); only when the policy has torch weights
+    model.zip    sb3 only: SB3's own checkpoint, to resume training; SB3's loader unpickles
+                 parts of it, so it is read only by load_sb3_checkpoint(..., trust_pickle=True)
+                 and never by load_policy
+
+Kinds stored as data: the rule-based baselines, frozen bandit policies, bandit learners, the
+neural-linear policy, ContactRules around any of them (:mod:`experiments.policy_codec`) and
+SB3 PPO / A2C / DQN / MaskablePPO policies (:mod:`experiments.sb3_codec`). Constraints are
+stored as config and re-applied at load time, sized to each batch (a weekly budget is $ per
+customer of the batch).
+
+Folders of format 1 (``policy.pkl``, a cloudpickle; or an SB3 ``model.zip`` alone) can only be
+read with ``trust_pickle=True``, which runs code from the file: without it the load raises
+:class:`UntrustedPolicyError`, naming the option. Load once with the option, then
+:func:`save_policy` again to convert the folder.
 
 API::
 
     save_policy(dir, schema=..., agent=agent_cfg, constraints=cons_cfg, core_policy=p)   # or sb3_model=m
     loaded = load_policy(dir)           # LoadedPolicy: a Policy (act) with .schema and .meta
+    model = load_sb3_checkpoint(dir, trust_pickle=True)   # the SB3 model, to train further
     uri = log_pyfunc_model(dir, name="policy", input_example=df)   # inside an active MLflow run
     policy = load_logged_policy("runs:/<run_id>/policy")           # or models:/… URIs
 
+:func:`load_logged_policy` downloads the logged model's files and reads its policy folder
+(the ``MLmodel`` file is parsed as plain YAML); it does not call ``mlflow.pyfunc.load_model``,
+which imports the model's code file from the store. Serving the pyfunc model with MLflow
+(``mlflow models serve``, ``mlflow.pyfunc.load_model``) does run that code file, as for every
+models-from-code pyfunc: serve only models from a store you trust, or use the self-contained
+exports in ``experiments/export``.
+
 The pyfunc model (``experiments/mlflow_policy_model.py``, models-from-code) takes a DataFrame
 with the schema's feature columns and returns ``channel, offer, spend_level, propensity``; the
-``seed`` param seeds the policy's generator. It needs Rapport installed; the self-contained
-exports live in ``experiments/export``.
+``seed`` param seeds the policy's generator. It needs Rapport installed.
 """
 
 from __future__ import annotations
@@ -24,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,21 +63,59 @@ import numpy as np
 from agents.protocol import DecisionSchema
 from experiments.config import AgentConfig, ConstraintsConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FORMATS = ("data", "sb3")
+META_FILE, ARRAYS_FILE, WEIGHTS_FILE, CHECKPOINT_FILE = "meta.json", "arrays.npz", "weights.pt", "model.zip"
+LEGACY_PICKLE_FILE = "policy.pkl"
 SB3_ALGO_NAMES = {"BatchedPPO": "ppo", "BatchedA2C": "a2c", "DQN": "dqn", "BatchedMaskablePPO": "maskable_ppo",
                   "PPO": "ppo", "A2C": "a2c", "MaskablePPO": "maskable_ppo"}
 MODEL_CODE = Path(__file__).with_name("mlflow_policy_model.py")
 
 
+class UntrustedPolicyError(ValueError):
+    """A stored policy could only be loaded by unpickling (running code from the store); the
+    message names ``trust_pickle=True``."""
+
+
+class PolicyFolderError(ValueError):
+    """A policy folder is missing, incomplete or holds content that is not plain data."""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _write_data(d: Path, arrays: dict[str, np.ndarray], tensors: dict[str, Any]) -> None:
+    bad = sorted(k for k, v in arrays.items() if np.asarray(v).dtype.hasobject)
+    if bad:
+        raise TypeError(f"cannot store object arrays {bad} (they would need pickle)")
+    if arrays:
+        np.savez(d / ARRAYS_FILE, **{k: np.asarray(v) for k, v in arrays.items()})
+    if tensors:
+        import torch
+
+        torch.save(dict(tensors), d / WEIGHTS_FILE)
+
+
 def save_policy(directory: str | Path, *, schema: DecisionSchema, agent: AgentConfig,
                 constraints: ConstraintsConfig, core_policy: Any = None, sb3_model: Any = None,
                 greedy: bool = True, obs_normalization: Any = None,
-                extra: dict[str, Any] | None = None) -> Path:
+                extra: dict[str, Any] | None = None, sb3_checkpoint: bool = True) -> Path:
     """Write a policy folder (see module doc); exactly one of ``core_policy`` / ``sb3_model``.
 
     ``obs_normalization`` (SB3 models only): the VecNormalize observation statistics the model
     was trained behind (anything :func:`agents.rl_policy.normalization_stats` takes); stored in
-    ``meta.json`` and applied again by :func:`load_policy` and by exports."""
+    ``meta.json`` and applied again by :func:`load_policy` and by exports. ``sb3_checkpoint``:
+    also write SB3's own ``model.zip`` (to resume training; never read by :func:`load_policy`).
+    A policy that cannot be stored as data raises ``TypeError`` naming its class."""
     if (core_policy is None) == (sb3_model is None):
         raise ValueError("save_policy needs exactly one of core_policy or sb3_model")
     d = Path(directory)
@@ -64,9 +131,14 @@ def save_policy(directory: str | Path, *, schema: DecisionSchema, agent: AgentCo
         if algo is None:
             raise ValueError(f"cannot save SB3 model of type {type(sb3_model).__name__}")
         from agents.rl_policy import normalization_stats
+        from experiments.sb3_codec import StoredSB3Model, encode_sb3
 
-        sb3_model.save(d / "model.zip")
-        meta.update(format="sb3", algo=algo, greedy=greedy, flatten_actions=bool(agent.flatten_actions))
+        config, arrays, tensors = encode_sb3(sb3_model)
+        _write_data(d, arrays, tensors)
+        if sb3_checkpoint and not isinstance(sb3_model, StoredSB3Model):
+            sb3_model.save(d / CHECKPOINT_FILE)
+        meta.update(format="sb3", algo=algo, greedy=greedy, flatten_actions=bool(agent.flatten_actions),
+                    sb3=config)
         stats = normalization_stats(obs_normalization, schema.n_features)
         if stats is not None:
             meta["obs_normalization"] = {k: v.tolist() if isinstance(v, np.ndarray) else v
@@ -75,11 +147,13 @@ def save_policy(directory: str | Path, *, schema: DecisionSchema, agent: AgentCo
         if obs_normalization is not None:
             raise ValueError("obs_normalization applies to SB3 models (sb3_model=...), not to "
                              f"{type(core_policy).__name__}")
-        import cloudpickle
+        from experiments.policy_codec import CODEC_VERSION, encode_policy
 
-        (d / "policy.pkl").write_bytes(cloudpickle.dumps(core_policy))
-        meta.update(format="pickle")
-    (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        encoded = encode_policy(core_policy, schema)
+        _write_data(d, encoded.arrays, encoded.tensors)
+        meta.update(format="data", policy={"kind": encoded.kind, "codec_version": CODEC_VERSION,
+                                           "config": encoded.config})
+    (d / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
     return d
 
 
@@ -112,29 +186,124 @@ def _schema_from(meta: dict[str, Any]) -> DecisionSchema:
     return DecisionSchema(**s)
 
 
-def load_policy(directory: str | Path) -> LoadedPolicy:
-    """Read a folder written by :func:`save_policy`."""
-    d = Path(directory)
-    meta_path = d / "meta.json"
+def _read_meta(d: Path) -> dict[str, Any]:
+    meta_path = d / META_FILE
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{d} is not a saved policy: meta.json missing")
-    meta = json.loads(meta_path.read_text())
-    schema = _schema_from(meta)
-    constraints = ConstraintsConfig(**meta.get("constraints", {}))
-    if meta["format"] == "sb3":
-        from agents.rl_policy import SB3Policy, load_model
+        raise PolicyFolderError(f"{d} is not a saved policy: {META_FILE} missing (a policy folder holds "
+                                f"{META_FILE} and {ARRAYS_FILE} / {WEIGHTS_FILE}, written by save_policy)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PolicyFolderError(f"{meta_path} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("schema"), dict):
+        raise PolicyFolderError(f"{meta_path} has no 'schema' object: not a policy written by save_policy")
+    return meta
 
-        model = load_model(d / "model.zip", meta["algo"])
-        core = SB3Policy(model, nvec=schema.nvec if meta.get("flatten_actions") else None,
-                         greedy=bool(meta.get("greedy", True)),
-                         obs_normalization=meta.get("obs_normalization"))
-    elif meta["format"] == "pickle":
+
+def _refuse_pickle(d: Path, what: str) -> UntrustedPolicyError:
+    return UntrustedPolicyError(
+        f"{d} holds {what}, saved by Rapport before format {FORMAT_VERSION}: loading it unpickles, which runs "
+        "code from the file. Load it only if you trust everyone who could write to this store, with "
+        "load_policy(path, trust_pickle=True) (or load_logged_policy(uri, trust_pickle=True)), then "
+        "save_policy it again to store it as data.")
+
+
+def _load_legacy(d: Path, meta: dict[str, Any], schema: DecisionSchema, trust_pickle: bool) -> Any:
+    fmt = meta.get("format")
+    if fmt == "pickle":
+        if not trust_pickle:
+            raise _refuse_pickle(d, f"a pickled policy ({LEGACY_PICKLE_FILE})")
         import cloudpickle
 
-        core = cloudpickle.loads((d / "policy.pkl").read_bytes())
-    else:
-        raise ValueError(f"unknown policy format {meta['format']!r} in {meta_path}")
+        return cloudpickle.loads((d / LEGACY_PICKLE_FILE).read_bytes())
+    if fmt == "sb3":
+        if not trust_pickle:
+            raise _refuse_pickle(d, f"an SB3 model as {CHECKPOINT_FILE} only (SB3's zip loader unpickles parts of it)")
+        from agents.rl_policy import SB3Policy, load_model
+
+        model = load_model(d / CHECKPOINT_FILE, meta["algo"])
+        return SB3Policy(model, nvec=schema.nvec if meta.get("flatten_actions") else None,
+                         greedy=bool(meta.get("greedy", True)), obs_normalization=meta.get("obs_normalization"))
+    raise PolicyFolderError(f"unknown policy format {fmt!r} in {d / META_FILE}; valid: {', '.join(FORMATS)}")
+
+
+def _read_data(d: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The folder's arrays and tensors, read without unpickling anything."""
+    arrays: dict[str, np.ndarray] = {}
+    tensors: dict[str, Any] = {}
+    if (d / ARRAYS_FILE).is_file():
+        try:
+            with np.load(d / ARRAYS_FILE, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError) as err:
+            raise PolicyFolderError(f"{d / ARRAYS_FILE} is not a plain numpy archive, refused ({err})") from None
+    if (d / WEIGHTS_FILE).is_file():
+        import pickle
+
+        import torch
+
+        try:
+            tensors = torch.load(d / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, ValueError, OSError, EOFError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PolicyFolderError(f"{d / WEIGHTS_FILE} holds more than tensors or is damaged, refused "
+                                    f"(torch.load(weights_only=True): {first})") from None
+        if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+            raise PolicyFolderError(f"{d / WEIGHTS_FILE} is not a dict of tensors, refused")
+    return arrays, tensors
+
+
+def load_policy(directory: str | Path, *, trust_pickle: bool = False) -> LoadedPolicy:
+    """Read a folder written by :func:`save_policy` (see the module doc); runs no code from the
+    folder unless ``trust_pickle=True`` is given for a format-1 (pickle) folder. Raises
+    :class:`PolicyFolderError` (missing, damaged or non-data content) or
+    :class:`UntrustedPolicyError` (a pickle, without ``trust_pickle``)."""
+    d = Path(directory)
+    meta = _read_meta(d)
+    try:
+        schema = _schema_from(meta)
+        constraints = ConstraintsConfig(**meta.get("constraints", {}))
+    except (TypeError, ValueError) as err:
+        raise PolicyFolderError(f"{d / META_FILE}: schema or constraints do not build ({err})") from None
+    if int(meta.get("format_version", 1)) < FORMAT_VERSION:
+        return LoadedPolicy(_load_legacy(d, meta, schema, trust_pickle), schema, constraints, meta)
+    fmt = meta.get("format")
+    if fmt not in FORMATS:
+        raise PolicyFolderError(f"unknown policy format {fmt!r} in {d / META_FILE}; valid: {', '.join(FORMATS)}")
+    arrays, tensors = _read_data(d)
+    try:
+        if fmt == "sb3":
+            from agents.rl_policy import SB3Policy
+            from experiments.sb3_codec import decode_sb3
+
+            model = decode_sb3(meta["sb3"], arrays, tensors)
+            core = SB3Policy(model, nvec=schema.nvec if meta.get("flatten_actions") else None,
+                             greedy=bool(meta.get("greedy", True)), obs_normalization=meta.get("obs_normalization"))
+        else:
+            from experiments.policy_codec import EncodedPolicy, decode_policy
+
+            spec = meta["policy"]
+            core = decode_policy(EncodedPolicy(spec["kind"], dict(spec.get("config", {})), arrays, tensors), schema)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise PolicyFolderError(f"{d}: the stored {fmt} policy does not build ({type(err).__name__}: {err})") from None
     return LoadedPolicy(core, schema, constraints, meta)
+
+
+def load_sb3_checkpoint(directory: str | Path, *, trust_pickle: bool = False, env: Any = None) -> Any:
+    """The full SB3 model of an sb3 policy folder (``model.zip``), e.g. to train further. SB3's
+    loader unpickles parts of the zip, so this needs ``trust_pickle=True``."""
+    d = Path(directory)
+    meta = _read_meta(d)
+    if meta.get("format") != "sb3" or not (d / CHECKPOINT_FILE).is_file():
+        raise PolicyFolderError(f"{d} has no SB3 checkpoint ({CHECKPOINT_FILE}); it holds a "
+                                f"{meta.get('format')!r} policy")
+    if not trust_pickle:
+        raise UntrustedPolicyError(f"{d / CHECKPOINT_FILE}: SB3's zip loader unpickles parts of it, which runs "
+                                   "code from the file; pass trust_pickle=True only for a store you trust "
+                                   "(load_policy serves the policy from data without it)")
+    from agents.rl_policy import load_model
+
+    return load_model(d / CHECKPOINT_FILE, meta["algo"], env=env)
 
 
 def log_pyfunc_model(policy_dir: str | Path, *, name: str = "policy", input_example: Any = None,
@@ -199,15 +368,25 @@ def _version() -> str:
         return "0.1.0"
 
 
-def load_logged_policy(model_uri: str) -> LoadedPolicy:
-    """The policy inside an MLflow pyfunc model logged by :func:`log_pyfunc_model`."""
+def load_logged_policy(model_uri: str, *, trust_pickle: bool = False) -> LoadedPolicy:
+    """The policy inside an MLflow pyfunc model logged by :func:`log_pyfunc_model`, read from the
+    model's files as data (the model's code file is not imported; see the module doc)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
 
     quiet_mlflow()
-    with _model_warnings_filtered():
-        model = mlflow.pyfunc.load_model(model_uri)
-    inner = model.unwrap_python_model()
-    policy = getattr(inner, "policy", None)
-    if not isinstance(policy, LoadedPolicy):
-        raise ValueError(f"{model_uri} is not a Rapport policy model (no LoadedPolicy inside)")
-    return policy
+    with tempfile.TemporaryDirectory(prefix="rapport-policy-") as tmp:
+        with _model_warnings_filtered():
+            root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        if (root / META_FILE).is_file():  # the URI names a policy folder itself
+            return load_policy(root, trust_pickle=trust_pickle)
+        try:  # MLmodel is YAML, parsed with yaml.safe_load
+            rel = Model.load(root / "MLmodel").flavors["python_function"]["artifacts"]["policy"]["path"]
+        except (OSError, MlflowException, KeyError, TypeError, ValueError):
+            raise PolicyFolderError(f"{model_uri} is not a Rapport policy model (its MLmodel names no "
+                                    "'policy' artifact)") from None
+        folder = (root / str(rel)).resolve()
+        if not folder.is_relative_to(root.resolve()):
+            raise PolicyFolderError(f"{model_uri}: the policy artifact path {rel!r} leaves the model folder")
+        return load_policy(folder, trust_pickle=trust_pickle)

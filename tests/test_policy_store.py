@@ -63,3 +63,37 @@ def test_normalization_is_refused_where_it_cannot_apply(trained, tmp_path):
                     sb3_model=model, obs_normalization={"mean": [0.0, 1.0], "var": [1.0, 1.0]})
     with pytest.raises(ValueError, match="agent.normalize_obs applies to family 'rl' only"):
         AgentConfig(name="mass", family="baseline", target="agents.baselines.MassMarketing", normalize_obs=True)
+
+
+def test_a_logged_policy_loads_without_running_code_from_the_store(tmp_path, monkeypatch):
+    import mlflow
+
+    from experiments.policy_store import load_logged_policy, log_pyfunc_model
+    from experiments.tracking_store import ensure_experiment
+
+    env, schema = quick_population(50, horizon=4)
+    policy = baselines.MassMarketing(schema, every_k_weeks=1, horizon=4)
+    folder = save_policy(tmp_path / "p", schema=schema, constraints=ConstraintsConfig(), core_policy=policy,
+                         agent=AgentConfig(name="mass", family="baseline", target="agents.baselines.MassMarketing"))
+    monkeypatch.chdir(tmp_path)  # the store's artifacts go to ./mlruns
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(experiment_id=ensure_experiment(uri, "no-code")):
+            model_uri = log_pyfunc_model(folder)
+        marker = tmp_path / "marker"
+        stored_code = list((tmp_path / "mlruns").rglob("mlflow_policy_model.py"))
+        assert stored_code, "the pyfunc model keeps a copy of its code file in the store"
+        for f in stored_code:  # someone with write access to the store plants code there
+            f.write_text(f.read_text() + f"\nopen({str(marker)!r}, 'w').write('code ran')\n")
+        loaded = load_logged_policy(model_uri)
+        assert not marker.exists()
+        obs = random_observations(schema, 200, np.random.default_rng(0))
+        np.testing.assert_array_equal(loaded.act(obs, np.random.default_rng(1))[0],
+                                      policy.act(obs, np.random.default_rng(1))[0])
+        # the threat is real: MLflow's own pyfunc loader imports the stored code file
+        mlflow.pyfunc.load_model(model_uri)
+        assert marker.exists()
+    finally:
+        mlflow.set_tracking_uri(previous)
