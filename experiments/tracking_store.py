@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from experiments.errors import UserError
+
 LOCK_TIMEOUT_S = 300.0
 """Longest wait for another process's store creation (a migration takes seconds)."""
 
@@ -49,8 +51,9 @@ VALID_URIS = ("sqlite:///<path>.db (a file in a writable folder, created on firs
               "$MLFLOW_TRACKING_URI")
 
 
-class TrackingStoreError(ValueError):
-    """The tracking URI cannot be used (the message names it and the valid forms)."""
+class TrackingStoreError(UserError):
+    """The tracking URI cannot be used (the message names it and the valid forms); bad input,
+    so the apps print it as one line and exit 2 (:mod:`experiments.errors`)."""
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:

@@ -151,3 +151,14 @@ def test_runs_and_experiments_report_the_unusable_uri(tmp_path, monkeypatch):
 def test_an_empty_uri_is_refused():
     with pytest.raises(TrackingStoreError, match="is empty"):
         check_tracking_uri("  ")
+
+
+def test_rapport_train_reports_an_unusable_uri_in_one_line(tmp_path, capsys):
+    from experiments.train import main
+
+    uri = f"sqlite:///{_blocked(tmp_path) / 'mlflow.db'}"
+    with pytest.raises(SystemExit) as info:
+        main(["agent=do_nothing", "debug=fast", f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1, err
+    assert f"tracking URI {uri!r}" in err[0] and "Valid: sqlite:///" in err[0] and "Traceback" not in err[0]
