@@ -62,13 +62,19 @@ def _in_memory(kind: str, mode: str, policy, schema, norm, obs, mask):
     """Reference decisions of the in-memory policy (seeded rng for exploration)."""
     rng = np.random.default_rng(SEED)
     if kind in SB3_KINDS:
-        from agents.rl_policy import SB3Policy
-
-        inner = SB3Policy(policy.model, nvec=policy.nvec if policy.flattened else None,
-                          greedy=mode == "greedy", epsilon=policy.epsilon)
-        x = obs if norm is None else norm.normalize_obs(obs).astype(np.float32)
+        inner, x = _inner_sb3(policy, mode, norm, obs)
         return inner.act(x, rng, action_mask=mask)
     return policy.policy(explore=mode == "explore").act(obs, rng, action_mask=mask)
+
+
+def _inner_sb3(policy, mode: str, norm, obs):
+    """The bare SB3Policy (no observation normalisation of its own) and the observations
+    normalised once, by the VecNormalize itself: the reference both checks below score."""
+    from agents.rl_policy import SB3Policy
+
+    inner = SB3Policy(policy.model, nvec=policy.nvec if policy.flattened else None,
+                      greedy=mode == "greedy", epsilon=policy.epsilon)
+    return inner, (obs if norm is None else norm.normalize_obs(obs).astype(np.float32))
 
 
 def _policy(kind: str):
@@ -92,7 +98,9 @@ def _indifferent(kind: str, policy, norm, obs, mask) -> np.ndarray:
             tables = [np.where(joint_action_mask(mask, policy.nvec), q, -np.inf)]
             tol = 1e-6
         else:
-            tables, tol = policy.action_probabilities(x, mask), 1e-7
+            # the reference's own probabilities (``policy`` normalises again by itself)
+            inner, x = _inner_sb3(policy, "greedy", norm, obs)
+            tables, tol = inner.action_probabilities(x, mask), 1e-7
     else:
         from agents.validation import arm_mask, split_mask
 
