@@ -38,17 +38,14 @@ import numpy as np
 import pandas as pd
 
 from envs.btyd import BGNBDFit, GammaGammaFit, fit_bgnbd, fit_gamma_gamma
-from envs.calibration_log import (
-    CleaningReport,
+from envs.calibration_log import CleaningReport, LogColumns, clean_log, read_log
+from envs.calibration_sim import _orders_in_time, _WeeklyPurchases, simulate_cohort
+from envs.customer_days import (
     CustomerDays,
-    LogColumns,
-    clean_log,
     customer_days_from_frame,
-    read_log,
     summarise_days,
     weekly_repeat_curves,
 )
-from envs.calibration_sim import _orders_in_time, _WeeklyPurchases, simulate_cohort
 from envs.fidelity import (
     CHECK_TOLERANCES,
     Check,

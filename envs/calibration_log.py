@@ -39,6 +39,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from envs.customer_days import (
+    DAY_NS,
+    CustomerDays,
+    _day_key,
+    _merge,
+    customer_days_from_frame,
+    summarise_days,
+    weekly_repeat_curves,
+)
 from envs.transactions import SUPPORTED_SUFFIXES, TransactionLogError
 
 __all__ = [
@@ -53,11 +62,9 @@ __all__ = [
     "weekly_repeat_curves",
 ]
 
-DAY_NS = 86_400 * 10**9
 BATCH_ROWS = 1 << 20
 """Rows per Parquet batch; CSV blocks are 16 MiB of text."""
 _CSV_BLOCK_BYTES = 16 << 20
-_EPOCH = np.datetime64(0, "ns")
 
 
 @dataclass(frozen=True)
@@ -93,39 +100,6 @@ class RawLog:
     order: np.ndarray | None  # int64 code per (order id), -1 where missing; None: no column
     source: str
     order_column: str | None = None
-
-
-@dataclass(frozen=True)
-class CustomerDays:
-    """One row per customer-day (a *transaction*), sorted by customer, then day.
-
-    ``customer`` indexes ``ids``; ``day`` counts days since 1970-01-01; ``amount`` is the
-    day's total (>= 0 after cleaning).
-    """
-
-    customer: np.ndarray
-    day: np.ndarray
-    amount: np.ndarray
-    ids: pd.Index
-
-    def starts(self) -> np.ndarray:
-        """Boolean per row: the customer's first transaction (the trial)."""
-        first = np.ones(self.customer.size, bool)
-        first[1:] = self.customer[1:] != self.customer[:-1]
-        return first
-
-    def subset(self, customers: np.ndarray) -> CustomerDays:
-        """Only the rows of the customers (codes) where ``customers`` (bool per code) is True."""
-        keep = customers[self.customer]
-        return CustomerDays(self.customer[keep], self.day[keep], self.amount[keep], self.ids)
-
-    def to_frame(self) -> pd.DataFrame:
-        """``customer_id, date, amount`` as :func:`envs.transactions.load_transactions` returns."""
-        return pd.DataFrame({
-            "customer_id": self.ids[self.customer],
-            "date": (self.day * DAY_NS).astype("datetime64[ns]"),
-            "amount": self.amount,
-        })
 
 
 @dataclass
@@ -211,7 +185,7 @@ def _parse_amount(arr: pa.Array, path: Path, column: str, offset: int) -> np.nda
         if not arr[i].is_valid:
             problem = "missing amount (empty, NA or NaN)"
         else:
-            problem = f"{'NaN' if np.isnan(values[i]) else 'infinite'} amount {raw[i].as_py()!r}"
+            problem = f"{'NaN' if np.isnan(values[i]) else 'infinite'} amount {raw[i].as_py()}"
         raise TransactionLogError(
             f"{problem} {_where(path, column, offset + i + 1)}; amounts must be finite numbers "
             "(negative = return or refund)")
@@ -270,7 +244,28 @@ def _check_ids(arr: pa.Array, path: Path, column: str, offset: int) -> pa.Array:
     return pc.cast(arr, pa.string())
 
 
-def _batches(path: Path, columns: LogColumns):
+class _Retry(Exception):
+    """A typed CSV pass met a value its types cannot hold: read again with fewer types."""
+
+
+_CSV_MODES = ("int", "str", "text")
+"""CSV passes, fastest first: ids and order ids as integers, dates as timestamps and amounts
+as floats parsed by the CSV reader; then ids as text; then everything as text (each bad value
+then gets its own message with its row)."""
+
+
+def _csv_types(columns: LogColumns, mode: str) -> dict[str, pa.DataType]:
+    if mode == "text":
+        return {c: pa.string() for c in columns.names()}
+    ident = pa.int64() if mode == "int" else pa.string()
+    types = {columns.customer_id: ident, columns.date: pa.timestamp("ns"),
+             columns.amount: pa.float64()}
+    if columns.order_id is not None:
+        types[columns.order_id] = ident
+    return types
+
+
+def _batches(path: Path, columns: LogColumns, mode: str = "text"):
     """Yield record batches of the wanted columns; checks the header first."""
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
@@ -286,7 +281,7 @@ def _batches(path: Path, columns: LogColumns):
         header = pa_csv.open_csv(path, read_options=read).schema.names
         _check_header(header, wanted, path)
         convert = pa_csv.ConvertOptions(
-            include_columns=wanted, column_types={c: pa.string() for c in wanted},
+            include_columns=wanted, column_types=_csv_types(columns, mode),
             strings_can_be_null=True)
         yield from pa_csv.open_csv(path, read_options=read, convert_options=convert)
     else:
@@ -314,10 +309,19 @@ def read_log(path: str | Path, columns: LogColumns | None = None) -> RawLog:
         names the file, the column and the row.
     """
     path, columns = Path(path), columns or LogColumns()
+    for mode in _CSV_MODES if path.suffix.lower() == ".csv" else ("text",):
+        try:
+            return _read(path, columns, mode)
+        except _Retry:
+            continue
+    raise AssertionError("the text pass never retries")  # pragma: no cover
+
+
+def _read(path: Path, columns: LogColumns, mode: str) -> RawLog:
     ids, stamps, amounts, orders = [], [], [], []
     offset = 0
     try:
-        for batch in _batches(path, columns):
+        for batch in _batches(path, columns, mode):
             ids.append(_check_ids(batch.column(columns.customer_id), path,
                                   columns.customer_id, offset))
             stamps.append(_parse_dates(batch.column(columns.date), path, columns.date, offset))
@@ -329,6 +333,8 @@ def read_log(path: str | Path, columns: LogColumns | None = None) -> RawLog:
                               else pc.cast(order, pa.string()))
             offset += batch.num_rows
     except (pa.ArrowInvalid, OSError) as exc:  # unreadable CSV or Parquet
+        if mode != "text" and isinstance(exc, pa.ArrowInvalid):
+            raise _Retry from None
         kind = "CSV" if path.suffix.lower() == ".csv" else "Parquet"
         raise TransactionLogError(
             f"cannot read {path} as {kind} after row {offset}: {_one_line(exc)} (check quoting, "
@@ -395,14 +401,8 @@ def clean_log(raw: RawLog, keep_duplicates: bool = False) -> tuple[CustomerDays,
     report.zero_amount_rows_kept = int(np.count_nonzero(keep & (amount == 0)))
     days = _merge(key[keep], customer[keep], day[keep], amount[keep], raw.ids)
     report.customer_days = int(days.customer.size)
-    report.customers = int(np.unique(days.customer).size) if days.customer.size else 0
+    report.customers = int(np.count_nonzero(days.starts()))
     return days, report
-
-
-def _day_key(customer: np.ndarray, day: np.ndarray) -> np.ndarray:
-    low = int(day.min()) if day.size else 0
-    span = int(day.max()) - low + 1 if day.size else 1
-    return customer.astype(np.int64) * span + (day - low)
 
 
 def _drop_duplicates(key, stamp, amount, order, keep, report) -> None:
@@ -430,10 +430,17 @@ def _net_returns(customer, order, amount, keep, report) -> None:
     if not negative.any():
         return
     orphan = negative & (order < 0)
-    pair = customer * (int(order.max()) + 1) + order
     matched = negative & ~orphan
-    rows = np.flatnonzero(keep & (order >= 0) & np.isin(pair, np.unique(pair[matched])))
-    group_keys, group = np.unique(pair[rows], return_inverse=True)
+    # Rows of orders with a return (by order id; the customer is matched through ``pair``).
+    has_return = np.zeros(int(order.max()) + 2, bool)
+    has_return[order[matched]] = True
+    rows = np.flatnonzero(keep & has_return[order])  # order -1 indexes the False sentinel
+    pair = customer[rows] * (int(order.max()) + 1) + order[rows]
+    # The same order id under another customer without a return is not this order: leave it.
+    with_return = np.unique(pair[amount[rows] < 0])
+    in_play = np.isin(pair, with_return)
+    rows, pair = rows[in_play], pair[in_play]
+    group_keys, group = np.unique(pair, return_inverse=True)
     values = amount[rows]
     net = np.bincount(group, weights=values, minlength=group_keys.size)
     gross = np.bincount(group, weights=np.maximum(values, 0.0), minlength=group_keys.size)
@@ -452,127 +459,3 @@ def _net_returns(customer, order, amount, keep, report) -> None:
     report.return_rows_netted = int(returns[kept_group].sum())
     report.refunded_orders_dropped = int((has_purchase & ~kept_group).sum())
     report.unmatched_return_rows_dropped = int(returns[~has_purchase].sum() + orphan.sum())
-
-
-def _merge(key, customer, day, amount, ids) -> CustomerDays:
-    """Sum the (sorted) rows of each customer-day."""
-    if key.size == 0:
-        return CustomerDays(customer, day, amount, ids)
-    start = np.ones(key.size, bool)
-    start[1:] = key[1:] != key[:-1]
-    at = np.flatnonzero(start)
-    total = np.add.reduceat(amount, at)
-    # pandas sums groups with Kahan compensation, which differs from a plain sum from the third
-    # term on: recompute those days the same way so summaries match envs.transactions exactly.
-    size = np.diff(np.append(at, key.size))
-    long = np.flatnonzero(size >= 3)
-    if long.size:
-        group = np.repeat(np.arange(at.size), size)
-        rows = np.isin(group, long)
-        total[long] = pd.Series(amount[rows]).groupby(group[rows], sort=True).sum().to_numpy()
-    return CustomerDays(customer[at], day[at], total, ids)
-
-
-def customer_days_from_frame(frame: pd.DataFrame) -> CustomerDays:
-    """Customer-days of an in-memory ``customer_id, date, amount`` log (e.g. a simulated one);
-    same-day rows are merged, nothing is dropped."""
-    uniq, customer = np.unique(frame["customer_id"].to_numpy(), return_inverse=True)
-    stamp = pd.to_datetime(frame["date"]).to_numpy("datetime64[ns]").view(np.int64)
-    day = np.floor_divide(stamp, DAY_NS)
-    key = _day_key(customer.astype(np.int64), day)
-    perm = np.argsort(key, kind="stable")
-    amount = frame["amount"].to_numpy(np.float64)
-    return _merge(key[perm], customer[perm].astype(np.int64), day[perm], amount[perm],
-                  pd.Index(uniq))
-
-
-# --------------------------------------------------------------------------------------------
-# Summaries and tracking curves
-# --------------------------------------------------------------------------------------------
-
-
-def _day_number(value: pd.Timestamp) -> int:
-    return int((value.to_datetime64().astype("datetime64[ns]") - _EPOCH) // np.timedelta64(1, "D"))
-
-
-def _timestamps(days: np.ndarray) -> np.ndarray:
-    return (days.astype(np.int64) * DAY_NS).astype("datetime64[ns]")
-
-
-def summarise_days(days: CustomerDays, calibration_end: pd.Timestamp,
-                   holdout_end: pd.Timestamp) -> pd.DataFrame:
-    """Per-customer calibration/holdout summary, the same table as
-    :func:`envs.transactions.summarise` (columns ``x, t_x, T, x_holdout, monetary_value,
-    first_purchase, birth_week``, indexed by ``customer_id``, cohort customers only).
-
-    Raises
-    ------
-    TransactionLogError
-        If ``calibration_end`` is before the first purchase or ``holdout_end`` before it.
-    """
-    if days.customer.size == 0:
-        raise TransactionLogError("no purchases are left after cleaning the log")
-    cal, hold = _day_number(calibration_end), _day_number(holdout_end)
-    earliest = int(days.day.min())
-    if cal < earliest:
-        raise TransactionLogError(
-            f"calibration_end {calibration_end.date()} is before the first purchase in the log "
-            f"({pd.Timestamp(_timestamps(np.array([earliest]))[0]).date()})")
-    if hold < cal:
-        raise TransactionLogError(
-            f"holdout_end {holdout_end.date()} is before calibration_end {calibration_end.date()}")
-    start = days.starts()
-    group = np.cumsum(start) - 1
-    n = int(group[-1]) + 1
-    first = days.day[start]
-    repeat_cal = ~start & (days.day <= cal)
-    x = np.bincount(group[repeat_cal], minlength=n)
-    # The mean as pandas computes it (Kahan-compensated), as envs.transactions.summarise does.
-    monetary = np.zeros(n)
-    means = pd.Series(days.amount[repeat_cal]).groupby(group[repeat_cal], sort=True).mean()
-    monetary[means.index.to_numpy()] = means.to_numpy()
-    last = first.copy()
-    rows = np.flatnonzero(repeat_cal)
-    if rows.size:
-        g = group[rows]
-        final = np.ones(rows.size, bool)
-        final[:-1] = g[1:] != g[:-1]
-        last[g[final]] = days.day[rows[final]]
-    holdout = (days.day > cal) & (days.day <= hold)
-    x_hold = np.bincount(group[holdout], minlength=n)
-    cohort = first <= cal
-    index = days.ids[days.customer[start]][cohort]
-    out = pd.DataFrame({
-        "x": x[cohort].astype(np.int64),
-        "t_x": (last - first)[cohort] / 7.0,
-        "T": (cal - first)[cohort] / 7.0,
-        "x_holdout": x_hold[cohort].astype(np.int64),
-        "monetary_value": monetary[cohort],
-        "first_purchase": _timestamps(first[cohort]),
-        "birth_week": (first - earliest)[cohort] / 7.0,
-    }, index=pd.Index(index, name="customer_id"))
-    return out
-
-
-def weekly_repeat_curves(days: CustomerDays, start: pd.Timestamp, end: pd.Timestamp,
-                         groups: np.ndarray | None = None, n_groups: int = 1) -> np.ndarray:
-    """Cumulative repeat transactions by week since ``start`` (the tracking plot), per group.
-
-    Parameters
-    ----------
-    groups : numpy.ndarray of int, optional
-        Group of each customer code (e.g. the simulation replicate); default all in group 0.
-
-    Returns
-    -------
-    numpy.ndarray of int, shape (n_groups, floor((end - start) / 7 days) + 1)
-        As :func:`envs.transactions.weekly_repeat_curve`, one row per group.
-    """
-    first, last = _day_number(start), _day_number(end)
-    weeks = (last - first) // 7 + 1
-    use = ~days.starts() & (days.day >= first) & (days.day <= last)
-    week = (days.day[use] - first) // 7
-    group = np.zeros(week.size, np.int64) if groups is None else groups[days.customer[use]]
-    counts = np.bincount(group * weeks + week, minlength=n_groups * weeks)
-    return np.cumsum(counts.reshape(n_groups, weeks), axis=1)
-

@@ -282,9 +282,11 @@ def tracking_band(curves: np.ndarray) -> dict[str, Any]:
 def render_fidelity_png(report: dict[str, Any]) -> bytes:
     """Fidelity plots of a calibration report, as PNG bytes (nothing is written).
 
-    Panels: cumulative repeat transactions real vs simulated with the calibration end marked
-    (the classic tracking plot), weekly repeat transactions, the histogram of calibration
-    repeat counts, and the conditional expectation of holdout purchases by calibration bucket.
+    Panels: cumulative repeat transactions real vs simulated with the calibration end and the
+    holdout marked (the classic tracking plot) and the simulated 5-95 % band over the
+    replicates (:func:`tracking_band`, when the report has one), the same for weekly repeat
+    transactions, the histogram of calibration repeat counts, and the conditional expectation
+    of holdout purchases by calibration bucket.
     """
     # The object-oriented Agg API leaves pyplot's global backend and figure list alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg

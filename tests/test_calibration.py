@@ -338,7 +338,7 @@ BAD_INPUT = [  # id, log file text (None: the CDNOW sample), calibration end, ho
     ("nan-amount", GOOD_LOG + "2,1997-03-01,NaN\n", CAL_END, HOLD_END,
      "missing amount (empty, NA or NaN) in row 4"),
     ("infinite-amount", GOOD_LOG + "2,1997-03-01,inf\n", CAL_END, HOLD_END,
-     "infinite amount 'inf' in row 4"),
+     "infinite amount inf in row 4"),
     ("unterminated-quote", GOOD_LOG + '"2,1997-03-01,5\n3,1997-03-02,6\n', CAL_END, HOLD_END,
      "cannot read"),
     ("empty-file", "", CAL_END, HOLD_END, "empty file"),

@@ -24,7 +24,8 @@ from envs.calibration import (
     load_cohort,
     write_outputs,
 )
-from envs.calibration_log import clean_log, read_log, summarise_days
+from envs.calibration_log import clean_log, read_log
+from envs.customer_days import summarise_days
 from envs.transactions import TransactionLogError, load_transactions, summarise
 from experiments.calibrate import main as cli_main
 
@@ -189,16 +190,19 @@ def test_rules_on_a_small_log_by_hand(tmp_path):
         "b,2020-01-02,0,5\n"            # $0 trial
         "b,2020-01-09,0,6\n"            # $0 repeat: b is out of Gamma-Gamma only
         "b,2020-01-10,-3,\n"            # refund without an order id: unmatched
-        "c,2020-01-03,-4,7\n")          # a refund of an order not in the log
+        "c,2020-01-03,-4,7\n"           # a refund of an order not in the log
+        "d,2020-01-04,6,3\n"            # order id 3 of another customer: untouched
+        "d,2020-01-05,2,3\n")
     days, report = clean_log(read_log(path, LogColumns(order_id="order_id")))
     frame = days.to_frame()
-    assert frame["customer_id"].tolist() == ["a", "a", "b", "b"]
-    assert frame["date"].dt.strftime("%m-%d").tolist() == ["01-01", "01-08", "01-02", "01-09"]
-    assert frame["amount"].tolist() == [20.0, 17.5, 0.0, 0.0]
+    assert frame["customer_id"].tolist() == ["a", "a", "b", "b", "d", "d"]
+    assert frame["date"].dt.strftime("%m-%d").tolist() == ["01-01", "01-08", "01-02", "01-09",
+                                                          "01-04", "01-05"]
+    assert frame["amount"].tolist() == [20.0, 17.5, 0.0, 0.0, 6.0, 2.0]
     assert (report.duplicate_rows_dropped, report.orders_netted, report.return_rows_netted,
             report.refunded_orders_dropped, report.unmatched_return_rows_dropped,
             report.zero_amount_rows_kept) == (1, 1, 1, 1, 2, 2)
-    assert report.customers == 2  # c had nothing but a refund
+    assert report.customers == 3  # c had nothing but a refund
     kept, _ = clean_log(read_log(path, LogColumns(order_id="order_id")), keep_duplicates=True)
     assert kept.to_frame()["amount"].tolist()[0] == 30.0
 
@@ -216,6 +220,38 @@ def test_chunked_reading_gives_the_same_log_and_row_numbers(tmp_path, monkeypatc
     bad.write_text("\n".join(lines) + "\n")
     with pytest.raises(TransactionLogError, match="non-numeric amount 'abc' in row 5000 "):
         read_log(bad)
+
+
+def test_typed_csv_pass_equals_the_text_pass(tmp_path, monkeypatch):
+    log, _ = messy_orders(pd.read_csv(CDNOW, dtype={"date": str}).assign(
+        order_id=lambda f: np.arange(len(f)) + 1))
+    path = tmp_path / "orders.csv"
+    log.to_csv(path, index=False)
+    typed = read_log(path, LogColumns(order_id="order_id"))
+    monkeypatch.setattr(calibration_log, "_CSV_MODES", ("text",))
+    text = read_log(path, LogColumns(order_id="order_id"))
+    for name in ("customer", "timestamp", "amount", "order"):
+        np.testing.assert_array_equal(getattr(typed, name), getattr(text, name))
+    assert typed.ids.equals(text.ids)
+
+
+def test_iso_8601_variants_fall_back_to_the_full_parser(tmp_path):
+    path = tmp_path / "dates.csv"
+    path.write_text("customer_id,date,amount\nx1,19970105,1\nx1,1997-01-06 23:30,2\n")
+    days = read_log(path).timestamp // (86_400 * 10**9)
+    assert (np.datetime64(0, "D") + days.astype("timedelta64[D]")).astype(str).tolist() == [
+        "1997-01-05", "1997-01-06"]
+    path.write_text("customer_id,date,amount\nx1,1997-01-06T23:30:00+02:00,1\n"
+                    "x2,1997-01-07T01:00:00+02:00,2\n")
+    raw = read_log(path)
+    days = raw.timestamp // (86_400 * 10**9)
+    assert (np.datetime64(0, "D") + days.astype("timedelta64[D]")).astype(str).tolist() == [
+        "1997-01-06", "1997-01-07"]  # the wall-clock day where the order was placed
+    assert raw.ids.tolist() == ["x1", "x2"]
+    path.write_text("customer_id,date,amount\nx1,1997-01-06T23:30:00+02:00,1\n"
+                    "x2,1997-01-07,2\n")
+    with pytest.raises(TransactionLogError, match="mix time-zone offsets"):
+        read_log(path)
 
 
 def test_string_customer_ids_sort_as_text_and_integer_ids_as_numbers(tmp_path):
@@ -241,7 +277,7 @@ BAD_LOGS = [  # id, file name, content (bytes or text), extra CLI args, expected
      "non-numeric amount 'ten' in row 4"),
     ("empty-amount", "log.csv", GOOD + "3,1997-03-01,\n", [], "missing amount"),
     ("nan-amount", "log.csv", GOOD + "3,1997-03-01,nan\n", [], "missing amount"),
-    ("infinite-amount", "log.csv", GOOD + "3,1997-03-01,-inf\n", [], "infinite amount '-inf'"),
+    ("infinite-amount", "log.csv", GOOD + "3,1997-03-01,-inf\n", [], "infinite amount -inf in row 4"),
     ("missing-customer-id", "log.csv", GOOD + ",1997-03-01,5\n", [], "missing customer_id"),
     ("missing-date", "log.csv", GOOD + "3,,5\n", [], "missing date in row 4"),
     ("day-first-date", "log.csv", GOOD + "3,31/01/1997,5\n", [],
