@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.hyperparams import check_real
-from agents.protocol import DecisionSchema
+from rapport.agents.hyperparams import check_real
+from rapport.agents.protocol import DecisionSchema
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ Learner ≠ policy: a bandit (:class:`LinearBandit` and its named variants) lear
 rule, for export or for logging data under a fixed policy.
 
 The mechanisms live in their own modules, re-exported here: the per-arm ridge model and its
-standardisation in :mod:`agents.ridge` (:class:`DisjointRidge`, :class:`LinearFit`), the
-exploration rules in :mod:`agents.exploration`, the rewards in :mod:`agents.bandit_rewards`.
+standardisation in :mod:`rapport.agents.ridge` (:class:`DisjointRidge`, :class:`LinearFit`), the
+exploration rules in :mod:`rapport.agents.exploration`, the rewards in :mod:`rapport.agents.bandit_rewards`.
 
 Standardisation (``standardize=True``, the default): the ridge regression is fitted on features
 standardised with the running mean / std of every context seen, over the whole history — raw
@@ -34,7 +34,7 @@ Exploration is scaled by the estimated reward noise ``σ̂`` (pooled residual va
 one-pseudo-observation prior of 1), so the same ``alpha`` / ``v`` work for rewards in dollars
 and in {0, 1}; ``scale_by_noise=False`` gives the textbook rules.
 
-Hyper-parameters are checked at construction (:mod:`agents.hyperparams`): NaN, ±inf, negative
+Hyper-parameters are checked at construction (:mod:`rapport.agents.hyperparams`): NaN, ±inf, negative
 or wrongly typed values fail with the parameter's name and valid range.
 """
 
@@ -47,14 +47,14 @@ from typing import Any
 
 import numpy as np
 
-from agents.bandit_rewards import (
+from rapport.agents.bandit_rewards import (
     LTVProxyReward,
     RewardSpec,
     resolve_reward,
     reward_from_dict,
     reward_to_dict,
 )
-from agents.exploration import (
+from rapport.agents.exploration import (
     EpsilonRule,
     ExplorationRule,
     GreedyRule,
@@ -63,10 +63,10 @@ from agents.exploration import (
     rule_from_dict,
     rule_to_dict,
 )
-from agents.hyperparams import check_real
-from agents.protocol import DecisionSchema
-from agents.ridge import DisjointRidge, LinearFit
-from agents.validation import (
+from rapport.agents.hyperparams import check_real
+from rapport.agents.protocol import DecisionSchema
+from rapport.agents.ridge import DisjointRidge, LinearFit
+from rapport.agents.validation import (
     CheckedBatch,
     GuardedPolicy,
     all_joint_actions,
@@ -148,7 +148,7 @@ class LinearBandit:
         Ridge penalty λ > 0 on the coefficients (standardised ones unless ``standardize`` is False).
     standardize : bool
         True (default): fit on features standardised with running statistics of every context
-        seen (scale-free; see :class:`agents.ridge.DisjointRidge`). False: fit on the raw
+        seen (scale-free; see :class:`rapport.agents.ridge.DisjointRidge`). False: fit on the raw
         context ``(x, 1)``, the textbook model, e.g. to check decisions against a reference
         implementation or when features are already on comparable scales.
     refit_growth : float

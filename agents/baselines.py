@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.protocol import DecisionSchema
-from agents.validation import (
+from rapport.agents.protocol import DecisionSchema
+from rapport.agents.validation import (
     CheckedBatch,
     GuardedPolicy,
     all_joint_actions,

@@ -1,6 +1,6 @@
 """Contact caps and quiet periods while an RL agent learns, not only when it is evaluated.
 
-Bandits learn inside :class:`agents.constraints.ContactRules` already (the rules wrap the
+Bandits learn inside :class:`rapport.agents.constraints.ContactRules` already (the rules wrap the
 learner as it acts). An SB3 learner acts inside SB3's own loop, so for it the rules go into the
 training env instead: :class:`RuleMaskedEnv` wraps the batched ``VectorEnv`` and
 
@@ -13,8 +13,8 @@ training env instead: :class:`RuleMaskedEnv` wraps the batched ``VectorEnv`` and
   a learner just learns that a blocked contact does nothing. ``stats["replaced_actions"]``
   counts them (0 under ``MaskablePPO``).
 
-Evaluation applies the same :class:`~agents.constraints.ContactRules` to the trained policy
-(``experiments.builders.wrap_constraints``), so training and evaluation share one rule. The
+Evaluation applies the same :class:`~rapport.agents.constraints.ContactRules` to the trained policy
+(``rapport.experiments.builders.wrap_constraints``), so training and evaluation share one rule. The
 rules read observable features only (``contacts_4w_<channel>``, ``weeks_since_contact_<channel>``)
 and the env must be the raw population (``MultiDiscrete`` (channel, offer, spend) actions),
 below any SB3 adapter.
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from gymnasium.vector import VectorEnv, VectorWrapper
 
-from agents.constraints import ContactRules
+from rapport.agents.constraints import ContactRules
 
 __all__ = ["RuleMaskedEnv"]
 
@@ -41,7 +41,7 @@ class RuleMaskedEnv(VectorWrapper):
         The population ``VectorEnv`` (its info carries ``action_mask``; if not, all actions
         are taken as allowed before the rules).
     rules
-        A :class:`~agents.constraints.ContactRules` (its wrapped policy is not used; ``None``
+        A :class:`~rapport.agents.constraints.ContactRules` (its wrapped policy is not used; ``None``
         is fine).
     """
 

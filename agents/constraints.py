@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from agents.protocol import DecisionSchema, Policy
-from agents.validation import check_batch
+from rapport.agents.protocol import DecisionSchema, Policy
+from rapport.agents.validation import check_batch
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 

@@ -2,7 +2,7 @@
 
 A rule gets, for a batch of ``n`` customers and ``K`` candidate arms, the predicted mean reward
 ``mean`` (n, K), the squared prediction width ``var`` = ``z̃ᵀ A_k⁻¹ z̃`` (n, K) when it
-``needs_var``, the :class:`agents.ridge.LinearFit` (for the noise scale σ̂), the allowed arms
+``needs_var``, the :class:`rapport.agents.ridge.LinearFit` (for the noise scale σ̂), the allowed arms
 (n, K) bool or None, and a generator; it returns the chosen column (n,) and its propensity (n,).
 
 Rules are frozen dataclasses holding only their hyper-parameters, checked at construction (a NaN,
@@ -11,7 +11,7 @@ through JSON (:func:`rule_to_dict` / :func:`rule_from_dict`).
 
 Ties: exact ties (untrained arms share one posterior) are broken uniformly at random with one
 ``rng.random()`` draw per tied row, the k-th tied arm in column order for ``k = ⌊u·n_ties⌋``
-(:func:`agents.validation.sample_allowed`); ties between trained arms have probability 0 and
+(:func:`rapport.agents.validation.sample_allowed`); ties between trained arms have probability 0 and
 are only looked for while two or more arms are untrained.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.hyperparams import check_count, check_flag, check_real
-from agents.validation import sample_allowed
+from rapport.agents.hyperparams import check_count, check_flag, check_real
+from rapport.agents.validation import sample_allowed
 
 
 def _argmax_ties(scores: np.ndarray, rng: np.random.Generator | None, ties_possible: bool = True):

@@ -2,7 +2,7 @@
 
 Hydra overrides reach constructors as plain Python values (``agent.params.alpha=nan`` arrives as
 ``float("nan")``, ``alpha=abc`` as ``"abc"``), and the composition root builds every agent once
-before any work (``experiments.builders.check_agent``), so a check here is what turns a typo into
+before any work (``rapport.experiments.builders.check_agent``), so a check here is what turns a typo into
 one clear line instead of a run that finishes with nonsense. Each error names the parameter, the
 valid range and the value received.
 

@@ -1,6 +1,6 @@
 """The long-term oracle: a ceiling for lifetime value, by rollout policy improvement.
 
-The myopic :class:`agents.baselines.Oracle` picks this week's most profitable action and so
+The myopic :class:`rapport.agents.baselines.Oracle` picks this week's most profitable action and so
 spends customers (fatigue, opt-outs, churn it causes come later). This one maximises what
 ``kpi/lifetime_value_per_customer`` measures. Method: *rollout* (Bertsekas & Tsitsiklis 1996,
 "Neuro-Dynamic Programming", §6.1; Bertsekas 2019, "Reinforcement Learning and Optimal
@@ -29,13 +29,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from agents.baselines import DoNothing, MassMarketing, _deterministic, channel_id, offer_id
-from agents.protocol import DecisionSchema
-from agents.validation import GuardedPolicy, arm_mask, check_arms
+from rapport.agents.baselines import DoNothing, MassMarketing, _deterministic, channel_id, offer_id
+from rapport.agents.protocol import DecisionSchema
+from rapport.agents.validation import GuardedPolicy, arm_mask, check_arms
 
 LookaheadFn = Callable[..., np.ndarray]
 """``lookahead_fn(candidates (K, 3), continuation, *, weeks, samples, annual_discount_rate, seed)
--> (n, K)`` expected lifetime values (see :func:`envs.lookahead.lookahead_values`)."""
+-> (n, K)`` expected lifetime values (see :func:`rapport.envs.lookahead.lookahead_values`)."""
 
 CONTINUATIONS = ("mass", "do_nothing")
 

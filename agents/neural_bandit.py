@@ -2,14 +2,14 @@
 arm explores on top of them (Riquelme, Tucker & Snoek 2018, "Deep Bayesian Bandits Showdown").
 
 Why this one: it handles reward surfaces no linear model can (interactions, thresholds) while
-keeping the exact, cheap posterior of :mod:`agents.bandits` for exploration and propensities.
+keeping the exact, cheap posterior of :mod:`rapport.agents.bandits` for exploration and propensities.
 
 * **Representation.** ``φ(x) = MLP((x - μ) / σ)`` (ReLU layers ``hidden`` then an
   ``embedding_dim`` ReLU layer), trained by Adam on the squared error of a linear output head per
   arm, on the arm actually played, with rewards standardised. ``μ, σ`` are the replay buffer's
   feature mean/std at the last retraining.
-* **Posterior.** A :class:`agents.bandits.DisjointRidge` per arm on ``φ(x)`` — the same
-  sufficient statistics, standardisation and Thompson rule as :class:`agents.bandits.LinearThompson`.
+* **Posterior.** A :class:`rapport.agents.bandits.DisjointRidge` per arm on ``φ(x)`` — the same
+  sufficient statistics, standardisation and Thompson rule as :class:`rapport.agents.bandits.LinearThompson`.
 * **Schedule.** Every ``retrain_every`` new observations the MLP is trained for ``train_steps``
   minibatches (warm start), then the ridge statistics are rebuilt from the whole replay buffer
   (at most ``buffer_size`` most recent observations) under the new features. In between, new
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.bandits import (
+from rapport.agents.bandits import (
     DisjointRidge,
     GreedyRule,
     LinearFit,
@@ -53,9 +53,9 @@ from agents.bandits import (
     rule_to_dict,
     save_state,
 )
-from agents.hyperparams import check_count, check_real
-from agents.protocol import DecisionSchema
-from agents.validation import (
+from rapport.agents.hyperparams import check_count, check_real
+from rapport.agents.protocol import DecisionSchema
+from rapport.agents.validation import (
     CheckedBatch,
     GuardedPolicy,
     all_joint_actions,
@@ -116,7 +116,7 @@ class NeuralLinearThompson:
     schema : DecisionSchema
     hidden : hidden layer widths of the MLP before the embedding layer.
     embedding_dim : width of the learned feature vector φ(x) the linear heads see.
-    v, scale_by_noise, propensity_draws : Thompson rule (see :class:`agents.bandits.ThompsonRule`).
+    v, scale_by_noise, propensity_draws : Thompson rule (see :class:`rapport.agents.bandits.ThompsonRule`).
     arms : (K, 3) candidate joint actions; default all ``prod(nvec)``.
     ridge : ridge penalty of the linear heads (on standardised φ).
     retrain_every : new observations between MLP retrainings.
@@ -125,7 +125,7 @@ class NeuralLinearThompson:
     seed : network initialisation and minibatch sampling.
     torch_threads : ``torch.set_num_threads`` (process-wide) at construction; None leaves it.
     reward, ltv_weight : reward of :meth:`update_from_step`: ``"profit"`` (default) or
-        ``"ltv_proxy"`` with weight λ (see :func:`agents.bandits.resolve_reward`).
+        ``"ltv_proxy"`` with weight λ (see :func:`rapport.agents.bandits.resolve_reward`).
     """
 
     def __init__(self, schema: DecisionSchema, *, hidden: Sequence[int] = (64,), embedding_dim: int = 16,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.hyperparams import check_flag, check_real
+from rapport.agents.hyperparams import check_flag, check_real
 
 _PREDICT_CHUNK = 1 << 22
 """float32 elements of the largest intermediate in :meth:`LinearFit.predict` (16 MB)."""
@@ -34,7 +34,7 @@ class LinearFit:
     """Per-arm ridge posterior on standardised features: everything a frozen policy needs
     (``feature_mean = 0``, ``feature_std = 1`` when the learner does not standardise).
 
-    Layout (what :meth:`agents.bandits.LinearArmPolicy.linear_parameters` exports), with ``d`` raw features and
+    Layout (what :meth:`rapport.agents.bandits.LinearArmPolicy.linear_parameters` exports), with ``d`` raw features and
     ``K`` arms::
 
         z̃ = ((x - feature_mean) / feature_std, 1)        # (d+1,), float64

@@ -1,6 +1,6 @@
 """Deep-RL learners: thin Stable-Baselines3 / sb3-contrib factories with Rapport defaults.
 
-Each ``make_*`` takes an SB3 ``VecEnv`` (normally :class:`agents.sb3_adapter.BatchedVecEnv`
+Each ``make_*`` takes an SB3 ``VecEnv`` (normally :class:`rapport.agents.sb3_adapter.BatchedVecEnv`
 over a population of thousands of customers) and returns an untrained SB3 model whose defaults
 keep the learner, not Python, busy:
 
@@ -14,10 +14,10 @@ keep the learner, not Python, busy:
   SB3's namespaced keys (``train/approx_kl``, ``rollout/ep_rew_mean``, ``time/fps``...).
 
 Anything in ``**overrides`` is passed to the SB3 constructor and wins over the defaults.
-The trained model becomes a :class:`agents.rl_policy.SB3Policy` for serving and evaluation.
+The trained model becomes a :class:`rapport.agents.rl_policy.SB3Policy` for serving and evaluation.
 
 SAC acts on a continuous action (``Box``); in Rapport that is per-person paid-media spend
-(``envs.sanity.SpendEnv``: $ per person per week), the continuous version of the population
+(``rapport.envs.sanity.SpendEnv``: $ per person per week), the continuous version of the population
 env's discrete spend levels.
 """
 

@@ -1,4 +1,4 @@
-"""A trained SB3 model as a Rapport :class:`~agents.protocol.Policy`, and save/load.
+"""A trained SB3 model as a Rapport :class:`~rapport.agents.protocol.Policy`, and save/load.
 
 :class:`SB3Policy` answers ``act(obs, rng, *, action_mask=None) -> (actions, propensities)`` from
 the model's action distribution, sampling with the caller's ``numpy`` generator (never torch's
@@ -34,8 +34,8 @@ from gymnasium import spaces
 from stable_baselines3 import DQN, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from agents.rl import BatchedA2C, BatchedPPO, attach_recorder, maskable_ppo_class
-from agents.sb3_adapter import joint_action_mask, unflatten_actions
+from rapport.agents.rl import BatchedA2C, BatchedPPO, attach_recorder, maskable_ppo_class
+from rapport.agents.sb3_adapter import joint_action_mask, unflatten_actions
 
 __all__ = ["ALGORITHMS", "SB3Policy", "load_model", "normalization_stats", "normalize_observations",
            "save_model"]

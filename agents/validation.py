@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.protocol import DecisionSchema
+from rapport.agents.protocol import DecisionSchema
 
 DO_NOTHING = (0, 0, 0)
 

@@ -3,18 +3,18 @@
 The procedure follows ``shared/docs/customer-model.md`` §6, one module per stage:
 
 1. Read a transaction log chunk by chunk, clean it by documented rules (duplicates, returns,
-   $0 orders: :mod:`envs.calibration_log`) and summarise each customer of the cohort (first
+   $0 orders: :mod:`rapport.envs.calibration_log`) and summarise each customer of the cohort (first
    purchase on or before the calibration end) as ``(x, t_x, T, x_holdout, monetary_value)``.
 2. Fit BG/NBD on every cohort customer and Gamma-Gamma on the repeaters with a positive repeat
-   spend (:mod:`envs.btyd`; customers whose repeat purchases were all $0 are excluded from the
+   spend (:mod:`rapport.envs.btyd`; customers whose repeat purchases were all $0 are excluded from the
    Gamma-Gamma fit only, and counted), and put the estimates into the retail preset: the
    *calibrated scenario* (this module).
 3. Simulate ``K`` replicate copies of the cohort through :class:`envs.PopulationEnv` with
-   marketing off (:mod:`envs.calibration_sim`); the simulated log is summarised by the same
+   marketing off (:mod:`rapport.envs.calibration_sim`); the simulated log is summarised by the same
    code as the real one.
 4. Compare real and simulated statistics with the §6 tolerances, in-sample (Tier B:
    calibration period) apart from holdout (Tier C: out of sample), and draw the fidelity plots
-   with the simulated tracking curve's band over the replicates (:mod:`envs.fidelity`).
+   with the simulated tracking curve's band over the replicates (:mod:`rapport.envs.fidelity`).
 
 Nothing here writes files except :func:`write_outputs`, which writes into a temporary folder
 and renames it, so a caller validates and computes everything first and a failed run leaves no
@@ -37,16 +37,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from envs.btyd import BGNBDFit, GammaGammaFit, fit_bgnbd, fit_gamma_gamma
-from envs.calibration_log import CleaningReport, LogColumns, clean_log, read_log
-from envs.calibration_sim import _orders_in_time, _WeeklyPurchases, simulate_cohort
-from envs.customer_days import (
+from rapport.envs.btyd import BGNBDFit, GammaGammaFit, fit_bgnbd, fit_gamma_gamma
+from rapport.envs.calibration_log import CleaningReport, LogColumns, clean_log, read_log
+from rapport.envs.calibration_sim import _orders_in_time, _WeeklyPurchases, simulate_cohort
+from rapport.envs.customer_days import (
     CustomerDays,
     customer_days_from_frame,
     summarise_days,
     weekly_repeat_curves,
 )
-from envs.fidelity import (
+from rapport.envs.fidelity import (
     CHECK_TOLERANCES,
     Check,
     checks_by_period,
@@ -55,8 +55,8 @@ from envs.fidelity import (
     render_fidelity_png,
     tracking_band,
 )
-from envs.scenario import Scenario, get_scenario
-from envs.transactions import TransactionLogError
+from rapport.envs.scenario import Scenario, get_scenario
+from rapport.envs.transactions import TransactionLogError
 
 __all__ = [
     "CHECK_TOLERANCES",
@@ -106,7 +106,7 @@ class Cohort:
     days : CustomerDays
         The cohort's customer-days (cleaned, same-day rows merged), as arrays.
     summary : pandas.DataFrame
-        One row per cohort customer (:func:`envs.calibration_log.summarise_days`).
+        One row per cohort customer (:func:`rapport.envs.calibration_log.summarise_days`).
     start : pandas.Timestamp
         Earliest first purchase (week 0 of the tracking plot).
     calibration_end, holdout_end : pandas.Timestamp
@@ -174,7 +174,7 @@ def load_cohort(
     Parameters
     ----------
     path : str or Path
-        CSV or Parquet log (:func:`envs.calibration_log.read_log`).
+        CSV or Parquet log (:func:`rapport.envs.calibration_log.read_log`).
     calibration_end, holdout_end : str or pandas.Timestamp
         ISO 8601 days; both inclusive, ``holdout_end >= calibration_end``.
     columns : LogColumns, optional
@@ -188,7 +188,7 @@ def load_cohort(
 
     Raises
     ------
-    CalibrationError, envs.transactions.TransactionLogError
+    CalibrationError, rapport.envs.transactions.TransactionLogError
         On bad dates or a bad log; the message names the problem.
     """
     cal_end = parse_day("calibration end", calibration_end)
@@ -350,7 +350,7 @@ def run_calibration(
 
     Raises
     ------
-    CalibrationError, envs.transactions.TransactionLogError
+    CalibrationError, rapport.envs.transactions.TransactionLogError
         For any bad input; the message names the problem.
     """
     clock = {"start": time.perf_counter()}

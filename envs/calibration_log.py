@@ -20,7 +20,7 @@ Cleaning rules, in this order, each counted in :class:`CleaningReport`:
 3. **$0 rows are kept.** A free or fully discounted order is a purchase occasion, so it counts
    for BG/NBD; the Gamma-Gamma fit later excludes customers without a positive repeat spend.
 4. Rows of the same customer and day are merged into one *transaction* with the amounts summed
-   (Fader, Hardie & Lee 2005a), exactly as :func:`envs.transactions.summarise`.
+   (Fader, Hardie & Lee 2005a), exactly as :func:`rapport.envs.transactions.summarise`.
 
 Malformed input (unreadable CSV, missing column, NaN/inf or non-numeric amount, missing or
 non-ISO date, missing customer id, empty file) raises :class:`TransactionLogError` naming the
@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from envs.customer_days import (
+from rapport.envs.customer_days import (
     DAY_NS,
     CustomerDays,
     _day_key,
@@ -48,7 +48,7 @@ from envs.customer_days import (
     summarise_days,
     weekly_repeat_curves,
 )
-from envs.transactions import SUPPORTED_SUFFIXES, TransactionLogError
+from rapport.envs.transactions import SUPPORTED_SUFFIXES, TransactionLogError
 
 __all__ = [
     "CleaningReport",

@@ -1,6 +1,6 @@
 """Simulate a real cohort through the env with marketing off, as a transaction log.
 
-Step 3 of the calibration (:mod:`envs.calibration`): ``K`` replicate copies of the cohort run
+Step 3 of the calibration (:mod:`rapport.envs.calibration`): ``K`` replicate copies of the cohort run
 through :class:`envs.PopulationEnv`; every simulated customer starts as a fresh customer
 (tenure 0) and is born on the real first-purchase day of the customer it copies. Its purchases
 are turned back into a transaction log at day resolution, so that real and simulated logs are
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from envs.population_env import PopulationEnv
-from envs.scenario import Scenario
+from rapport.envs.population_env import PopulationEnv
+from rapport.envs.scenario import Scenario
 
-if TYPE_CHECKING:  # envs.calibration imports this module
-    from envs.calibration import Cohort
+if TYPE_CHECKING:  # rapport.envs.calibration imports this module
+    from rapport.envs.calibration import Cohort
 
 __all__ = ["simulate_cohort"]
 

@@ -2,7 +2,7 @@
 
 Following Fader, Hardie & Lee (2005a), a *transaction* is one customer-day: rows of the same
 customer on the same day are merged and their amounts summed. These functions compute the same
-table as :func:`envs.transactions.summarise` and :func:`envs.transactions.weekly_repeat_curve`
+table as :func:`rapport.envs.transactions.summarise` and :func:`rapport.envs.transactions.weekly_repeat_curve`
 (bit for bit: group sums and means use pandas' compensated summation), from numpy arrays, so
 that a 10^7-row log and a simulated log of millions of customers are summarised by one code
 path in seconds.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from envs.transactions import TransactionLogError
+from rapport.envs.transactions import TransactionLogError
 
 __all__ = [
     "DAY_NS",
@@ -54,7 +54,7 @@ class CustomerDays:
         return CustomerDays(self.customer[keep], self.day[keep], self.amount[keep], self.ids)
 
     def to_frame(self) -> pd.DataFrame:
-        """``customer_id, date, amount`` as :func:`envs.transactions.load_transactions` returns."""
+        """``customer_id, date, amount`` as :func:`rapport.envs.transactions.load_transactions` returns."""
         return pd.DataFrame({
             "customer_id": self.ids[self.customer],
             "date": (self.day * DAY_NS).astype("datetime64[ns]"),
@@ -78,7 +78,7 @@ def _merge(key, customer, day, amount, ids) -> CustomerDays:
     at = np.flatnonzero(start)
     total = np.add.reduceat(amount, at)
     # pandas sums groups with Kahan compensation, which differs from a plain sum from the third
-    # term on: recompute those days the same way so summaries match envs.transactions exactly.
+    # term on: recompute those days the same way so summaries match rapport.envs.transactions exactly.
     size = np.diff(np.append(at, key.size))
     long = np.flatnonzero(size >= 3)
     if long.size:
@@ -117,7 +117,7 @@ def _timestamps(days: np.ndarray) -> np.ndarray:
 def summarise_days(days: CustomerDays, calibration_end: pd.Timestamp,
                    holdout_end: pd.Timestamp) -> pd.DataFrame:
     """Per-customer calibration/holdout summary, the same table as
-    :func:`envs.transactions.summarise` (columns ``x, t_x, T, x_holdout, monetary_value,
+    :func:`rapport.envs.transactions.summarise` (columns ``x, t_x, T, x_holdout, monetary_value,
     first_purchase, birth_week``, indexed by ``customer_id``, cohort customers only).
 
     Raises
@@ -142,7 +142,7 @@ def summarise_days(days: CustomerDays, calibration_end: pd.Timestamp,
     first = days.day[start]
     repeat_cal = ~start & (days.day <= cal)
     x = np.bincount(group[repeat_cal], minlength=n)
-    # The mean as pandas computes it (Kahan-compensated), as envs.transactions.summarise does.
+    # The mean as pandas computes it (Kahan-compensated), as rapport.envs.transactions.summarise does.
     monetary = np.zeros(n)
     means = pd.Series(days.amount[repeat_cal]).groupby(group[repeat_cal], sort=True).mean()
     monetary[means.index.to_numpy()] = means.to_numpy()
@@ -181,7 +181,7 @@ def weekly_repeat_curves(days: CustomerDays, start: pd.Timestamp, end: pd.Timest
     Returns
     -------
     numpy.ndarray of int, shape (n_groups, floor((end - start) / 7 days) + 1)
-        As :func:`envs.transactions.weekly_repeat_curve`, one row per group.
+        As :func:`rapport.envs.transactions.weekly_repeat_curve`, one row per group.
     """
     first, last = _day_number(start), _day_number(end)
     weeks = (last - first) // 7 + 1

@@ -8,9 +8,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.observation import FEATURE_NAMES, observation_bounds
-from envs.scenario import Scenario
-from envs.simulator import Simulator
+from rapport.envs.observation import FEATURE_NAMES, observation_bounds
+from rapport.envs.scenario import Scenario
+from rapport.envs.simulator import Simulator
 
 
 class CustomerEnv(gym.Env):

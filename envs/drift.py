@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from envs import noise
-from envs.marketing import F4, CompiledScenario
-from envs.noise import Mechanism as M
-from envs.state import PopulationState
+from rapport.envs import noise
+from rapport.envs.marketing import F4, CompiledScenario
+from rapport.envs.noise import Mechanism as M
+from rapport.envs.state import PopulationState
 
 
 def drift(model: CompiledScenario, s: PopulationState) -> None:

@@ -1,15 +1,15 @@
 """One week of the customer population: ``transition(model, state, plan, week) -> outcome``.
 
 The single-customer env and the population env both call :func:`transition`; there is no second
-copy of the dynamics. Actions arrive as a (3, n) int8 *plan* (:func:`envs.marketing.as_plan`).
+copy of the dynamics. Actions arrive as a (3, n) int8 *plan* (:func:`rapport.envs.marketing.as_plan`).
 The state is updated in place (arrays are large; copying a million-row population every week
 would dominate the step) and the week's outcome is returned. The noise is counter-based
-(:mod:`envs.noise`), keyed by the state's per-row keys and weeks, so the design's ``noise``
+(:mod:`rapport.envs.noise`), keyed by the state's per-row keys and weeks, so the design's ``noise``
 argument is implicit in ``state.key``/``state.week``.
 
-The mechanisms live in their own modules: :mod:`envs.marketing` (the log-rate effect of
-contacts, offers and media, and the scenario's lookup arrays), :mod:`envs.hazards` (weekly
-churn, reminders, annoyance) and :mod:`envs.drift` (drift and life events); this module runs
+The mechanisms live in their own modules: :mod:`rapport.envs.marketing` (the log-rate effect of
+contacts, offers and media, and the scenario's lookup arrays), :mod:`rapport.envs.hazards` (weekly
+churn, reminders, annoyance) and :mod:`rapport.envs.drift` (drift and life events); this module runs
 them in order with purchases, drop-out, spend, opt-outs and the stocks, and re-exports the
 names other modules import from it.
 """
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs import noise
-from envs.drift import drift
-from envs.hazards import annoyance, reminder, weekly_churn
-from envs.marketing import (
+from rapport.envs import noise
+from rapport.envs.drift import drift
+from rapport.envs.hazards import annoyance, reminder, weekly_churn
+from rapport.envs.marketing import (
     F4,
     NO_MARKET,
     PERSONAL,
@@ -35,8 +35,8 @@ from envs.marketing import (
     compile_scenario,
     marketing_effect,
 )
-from envs.noise import Mechanism as M
-from envs.state import PopulationState, guess_favourite, initial_optin
+from rapport.envs.noise import Mechanism as M
+from rapport.envs.state import PopulationState, guess_favourite, initial_optin
 
 __all__ = [
     "NO_MARKET", "PERSONAL", "CompiledScenario", "MarketWeek", "Marketing", "Outcome", "as_plan",
@@ -74,7 +74,7 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
     that of doing nothing, under latent truth (myopic: later effects through fatigue, opt-outs,
     trust, reminders and drop-out are not in it). It is exactly 0 for rows the plan does not reach.
 
-    ``survival`` (lookahead only, :mod:`envs.lookahead`): a float64 (n,) array of survival
+    ``survival`` (lookahead only, :mod:`rapport.envs.lookahead`): a float64 (n,) array of survival
     weights. Given, latent drop-out is not sampled: every live customer stays alive and
     ``survival`` is multiplied by the probability of surviving this week's drop-out hazards
     (the BG/NBD coin after each purchase, sBG churn, reminders, annoyance) — a

@@ -62,9 +62,9 @@ def cohort_statistics(summary: pd.DataFrame, cumulative_repeats: np.ndarray,
     Parameters
     ----------
     summary : pandas.DataFrame
-        :func:`envs.transactions.summarise` output.
+        :func:`rapport.envs.transactions.summarise` output.
     cumulative_repeats : numpy.ndarray, shape (weeks,)
-        :func:`envs.transactions.weekly_repeat_curve` of the cohort.
+        :func:`rapport.envs.transactions.weekly_repeat_curve` of the cohort.
     scale : float
         Factor applied to the curve (1 / replicates for a simulation, so that it is per real
         cohort).

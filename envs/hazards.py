@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs import noise
-from envs.marketing import F4, CompiledScenario
-from envs.noise import Mechanism as M
-from envs.state import PopulationState
+from rapport.envs import noise
+from rapport.envs.marketing import F4, CompiledScenario
+from rapport.envs.noise import Mechanism as M
+from rapport.envs.state import PopulationState
 
 
 def drop(s: PopulationState, rows: np.ndarray, prob: np.ndarray, stream: int, dropped: np.ndarray,

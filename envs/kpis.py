@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.scenario import CHANNELS
+from rapport.envs.scenario import CHANNELS
 
 _SUMS = ("profit", "revenue", "orders", "contact_cost", "discount_cost", "media_cost")
 _OPTIONAL_SUMS = ("mass_media_cost",)  # summed only in weeks where they are not all zero
@@ -29,7 +29,7 @@ class EpisodeKPIs:
         self.weekly_profit: list[float] = []
 
     def add(self, out) -> None:
-        """Add one week's :class:`envs.dynamics.Outcome`."""
+        """Add one week's :class:`rapport.envs.dynamics.Outcome`."""
         self.weeks += 1
         self.customers = int(out.profit.shape[0])
         for k in _SUMS:  # float32 pairwise sums are exact enough per week; totals are float64

@@ -1,7 +1,7 @@
 """Lookahead by simulation: what each candidate action is worth over a customer's lifetime.
 
 :func:`lookahead_values` is the model-based half of the long-term oracle
-(``agents.long_term_oracle.LongTermOracle``): for every customer and every candidate action it
+(``rapport.agents.long_term_oracle.LongTermOracle``): for every customer and every candidate action it
 estimates the expected lifetime value of "take this action now, then follow a continuation
 policy", from latent truth, by Monte-Carlo rollouts of the simulator itself. It is exposed to
 agents only as :meth:`envs.PopulationEnv.lookahead_values` (injected by the composition root),
@@ -15,7 +15,7 @@ Estimator, for customer ``i``, candidate ``a`` and ``S`` samples::
   observation (what the firm would see then), week by week;
 * ``L_i`` is the lookahead depth ``weeks``, cut short where the customer becomes unreachable
   (opted out of every channel) or the episode reaches its horizon — exactly where evaluation
-  stops booking profit and books :func:`envs.value.residual_value` instead, so the estimate is
+  stops booking profit and books :func:`rapport.envs.value.residual_value` instead, so the estimate is
   in the currency of ``kpi/lifetime_value_per_customer`` (discounted to now, not to week 0);
 * ``d`` is the weekly discount of the evaluation's annual rate.
 
@@ -27,7 +27,7 @@ Variance and honesty:
   most small-sample means, so an argmax over noisy candidates systematically prefers actions
   that provoke purchases (measured: +3.5 $ profit, −5.5 $ lifetime value against mass marketing
   with 8 samples). Instead every rollout path keeps the customer alive and carries the
-  probability of having survived every drop-out hazard so far (``envs.dynamics.transition``'s
+  probability of having survived every drop-out hazard so far (``rapport.envs.dynamics.transition``'s
   ``survival``); revenue and the residual value are weighted by it, contact and media costs
   are not (they are paid for the dead too). Approximation: within one week, purchases after a
   drop-out are still counted (weekly purchase counts above 1 are rare); the continuation sees
@@ -53,9 +53,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from envs import noise
-from envs.simulator import Simulator, check_positive_int
-from envs.value import residual_value, weekly_discount
+from rapport.envs import noise
+from rapport.envs.simulator import Simulator, check_positive_int
+from rapport.envs.value import residual_value, weekly_discount
 
 Continuation = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(obs (m, F) float32, action_mask (m, sum(nvec)) bool) -> actions (m, 3) int``."""

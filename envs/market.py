@@ -3,7 +3,7 @@
 One :class:`Market` per simulator. It depends only on the budget (the scenario's schedule or
 an experiment's override), never on per-person actions, so every customer meets the same market
 whatever the rest of the population does: a customer's trajectory is the same in a population
-of 10 or 10^6 rows. Each :meth:`Market.step` returns the week's :class:`~envs.dynamics.MarketWeek`
+of 10 or 10^6 rows. Each :meth:`Market.step` returns the week's :class:`~rapport.envs.dynamics.MarketWeek`
 terms and moves the stocks on.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from envs.dynamics import NO_MARKET, MarketWeek
-from envs.scenario import Scenario
+from rapport.envs.dynamics import NO_MARKET, MarketWeek
+from rapport.envs.scenario import Scenario
 
 
 class Market:

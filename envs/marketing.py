@@ -2,7 +2,7 @@
 
 Actions arrive as a *plan*: a (3, n) int8 array of (channel, offer, spend level) rows, made once
 by :func:`as_plan` so the hot path reads contiguous bytes instead of strided int64 columns.
-Population-level state (the mass-media market, :class:`envs.market.Market`) enters as the
+Population-level state (the mass-media market, :class:`rapport.envs.market.Market`) enters as the
 scalars of a :class:`MarketWeek`.
 
 Marketing enters as additive terms on the log purchase rate (customer-model.md §2.4), each
@@ -28,8 +28,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from envs.scenario import Scenario
-from envs.state import RESPONSE_CAP, PopulationState, effective_tastes
+from rapport.envs.scenario import Scenario
+from rapport.envs.state import RESPONSE_CAP, PopulationState, effective_tastes
 
 F4 = np.float32
 PERSONAL = -2
@@ -96,7 +96,7 @@ def compile_scenario(scenario: Scenario) -> CompiledScenario:
 
 @dataclass(frozen=True)
 class MarketWeek:
-    """This week's population-level terms (from :class:`envs.market.Market`; all 0 when off)."""
+    """This week's population-level terms (from :class:`rapport.envs.market.Market`; all 0 when off)."""
 
     customer_lift: float = 0.0  # added to every live customer's log rate (sales + awareness)
     prospect_lift: float = 0.0  # added to every prospect's log conversion hazard (sales + awareness)
@@ -202,7 +202,7 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
         discount[dr] = d
     lift = s.response.reshape(-1)[flat] * np.exp(-model.kappa[c] * f_before)
     md = sc.media
-    if md.newcomer_boost > 0:  # capped like the responsiveness itself (envs.state.RESPONSE_CAP)
+    if md.newcomer_boost > 0:  # capped like the responsiveness itself (rapport.envs.state.RESPONSE_CAP)
         boost = np.exp(s.T[rows] * F4(-1.0 / md.newcomer_weeks))
         boost *= F4(md.newcomer_boost)
         boost += F4(1.0)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.dynamics import CompiledScenario
-from envs.scenario import CHANNELS
-from envs.state import PopulationState
+from rapport.envs.dynamics import CompiledScenario
+from rapport.envs.scenario import CHANNELS
+from rapport.envs.state import PopulationState
 
 F4 = np.float32
 CAP_WEEKS = 52

@@ -9,12 +9,12 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.kpis import EpisodeKPIs
-from envs.lookahead import Continuation, lookahead_values
-from envs.observation import FEATURE_NAMES, observation_bounds
-from envs.scenario import Scenario
-from envs.simulator import Simulator
-from envs.value import check_discount, residual_value
+from rapport.envs.kpis import EpisodeKPIs
+from rapport.envs.lookahead import Continuation, lookahead_values
+from rapport.envs.observation import FEATURE_NAMES, observation_bounds
+from rapport.envs.scenario import Scenario
+from rapport.envs.simulator import Simulator
+from rapport.envs.value import check_discount, residual_value
 
 _OBS_POOL_SIZE = 3
 """Observation buffers kept for recycling (one the caller holds, one being built, one spare)."""
@@ -123,9 +123,9 @@ class PopulationEnv(VectorEnv):
     0 for rows the action does not reach), and when the mechanism is on ``rate_drift, trust,
     online_share``. ``orders`` counts online and offline orders and first purchases.
 
-    ``value_discount=d`` (a weekly discount factor, e.g. ``envs.value.weekly_discount(0.10)``)
+    ``value_discount=d`` (a weekly discount factor, e.g. ``rapport.envs.value.weekly_discount(0.10)``)
     adds ``info["residual_value"]`` (float64, (num_envs,)), from latent truth: each row's expected
-    discounted future profit without further marketing (:func:`envs.value.residual_value`, the
+    discounted future profit without further marketing (:func:`rapport.envs.value.residual_value`, the
     terminal value of ``kpi/lifetime_value_per_customer``) in the state the returned observation
     describes — after ``reset``, and after every step (for a row that is done, its last state;
     with ``"same_step"`` autoreset the reset rows carry their new customer's value and the ended
@@ -372,7 +372,7 @@ class PopulationEnv(VectorEnv):
                          weighted_survival: bool = True) -> np.ndarray:
         """Latent-truth expected lifetime value ``(n, K)`` of each candidate action ``(K, 3)``
         taken now and ``continuation`` (obs, mask -> actions) after it, by simulated rollouts
-        on fresh common random numbers (:func:`envs.lookahead.lookahead_values`).
+        on fresh common random numbers (:func:`rapport.envs.lookahead.lookahead_values`).
 
         For the long-term oracle; reads latent state, so never give it to a real policy. The
         env's own state and randomness are unchanged.

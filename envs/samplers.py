@@ -12,7 +12,7 @@ draw number only):
   interpolated. The table is a cubic Hermite spline with the exact derivative at each knot, in
   coordinates where the quantile is smooth and asymptotically linear in both tails: the knots
   are uniform in t = logit(u) over [-34, 34], which covers every 48-bit uniform of
-  :func:`envs.noise.uniform64`, and the value is log Q (Gamma) or logit Q (Beta). The relative
+  :func:`rapport.envs.noise.uniform64`, and the value is log Q (Gamma) or logit Q (Beta). The relative
   error in Q is below 1e-9 across that range (``tests/test_samplers.py`` checks against scipy);
   u outside the range falls back to scipy. Still a monotone transform of one uniform.
 * :func:`gamma_exact` / :func:`beta_exact`: exact Gamma and Beta variates for shapes that vary
@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import special
 
-from envs import noise
+from rapport.envs import noise
 
 T_RANGE = 34.0
 """The tables cover logit(u) in [-T_RANGE, T_RANGE]: every uniform64 (u >= 2**-49) is inside."""
@@ -207,7 +207,7 @@ def beta_exact(keys: np.ndarray, week: np.ndarray | int, mechanism: int, a: np.n
 
 def poisson_quantile(mean: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Poisson(mean) variates by inverse CDF from uniforms ``u``: the smallest k with
-    P(N <= k) >= u, as :func:`envs.noise.poisson_inverse`, found from a Cornish-Fisher guess
+    P(N <= k) >= u, as :func:`rapport.envs.noise.poisson_inverse`, found from a Cornish-Fisher guess
     instead of a walk from 0 (for the large means of a history drawn at reset).
 
     Rows with u <= P(0) are 0. The others start at k0 = ⌊mean + z·√mean + (z² − 1)/6⌋ with

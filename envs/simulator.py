@@ -1,6 +1,6 @@
 """The engine both envs share: a population, its seed, its clock, and one week at a time.
 
-:class:`Simulator` owns the state and calls :func:`envs.dynamics.transition` and the observation
+:class:`Simulator` owns the state and calls :func:`rapport.envs.dynamics.transition` and the observation
 functions; :class:`envs.PopulationEnv` (all rows) and :class:`envs.CustomerEnv` (one row) are thin
 Gymnasium faces on it, so there is exactly one copy of the dynamics.
 """
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from envs import observation as obs_mod
-from envs.dynamics import (
+from rapport.envs import observation as obs_mod
+from rapport.envs.dynamics import (
     CompiledScenario,
     Outcome,
     as_plan,
@@ -20,9 +20,9 @@ from envs.dynamics import (
     expected_myopic_profit,
     transition,
 )
-from envs.market import Market
-from envs.scenario import Scenario, get_scenario
-from envs.state import PopulationState, allocate, draw_customers
+from rapport.envs.market import Market
+from rapport.envs.scenario import Scenario, get_scenario
+from rapport.envs.state import PopulationState, allocate, draw_customers
 
 
 def check_positive_int(name: str, value: Any, valid: str = ">= 1") -> int:
@@ -96,7 +96,7 @@ class Simulator:
              survival: np.ndarray | None = None) -> Outcome:
         """One week under a plan from :meth:`check_action` (``treatment_effect``: also compute
         each row's true myopic treatment effect; ``survival``: weight drop-out instead of
-        sampling it — see :func:`envs.dynamics.transition`)."""
+        sampling it — see :func:`rapport.envs.dynamics.transition`)."""
         out = transition(self.model, self.state, plan, self.market.step(), treatment_effect, survival)
         self.alive_prob = obs_mod.p_alive(self.model, self.state)
         seen = out.orders > 0 if out.orders_offline is None or self.scenario.omnichannel.observe_offline \

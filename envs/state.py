@@ -3,7 +3,7 @@
 One row per customer. Per-channel arrays have shape (n_channels, n) so each channel is one
 contiguous row. Latent truth (rate, drop-out probability, alive, responsiveness, preferences,
 reference price, stocks) lives here next to the observable history (x, t_x, T, spend, contact
-and offer history); only :mod:`envs.observation` decides what an agent sees.
+and offer history); only :mod:`rapport.envs.observation` decides what an agent sees.
 """
 
 from __future__ import annotations
@@ -12,10 +12,16 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from envs import noise
-from envs.noise import Mechanism as M
-from envs.samplers import beta_exact, beta_quantile, gamma_exact, gamma_quantile, poisson_quantile
-from envs.scenario import Scenario
+from rapport.envs import noise
+from rapport.envs.noise import Mechanism as M
+from rapport.envs.samplers import (
+    beta_exact,
+    beta_quantile,
+    gamma_exact,
+    gamma_quantile,
+    poisson_quantile,
+)
+from rapport.envs.scenario import Scenario
 
 NEVER = np.int16(-10000)
 """Sentinel week for "never contacted / never offered"."""
@@ -58,7 +64,7 @@ class PopulationState:
     offer_bits: np.ndarray  # (n,) uint8 — delivered offers in the last 8 weeks
     redeem_bits: np.ndarray  # (n,) uint8 — weeks with a redeemed discount, last 8 weeks
     last_offer: np.ndarray  # (n,) int16 — row week of the last delivered offer, or NEVER
-    stage: np.ndarray  # (n,) int8 — lifecycle stage code (envs.observation.STAGES, PROSPECT)
+    stage: np.ndarray  # (n,) int8 — lifecycle stage code (rapport.envs.observation.STAGES, PROSPECT)
     belief: np.ndarray  # (n,) int8 — the firm's guess of the favourite category (observable)
     # Mechanisms that can be off hold arrays of length 0 when off (they cost no memory):
     prospect: np.ndarray  # (n,) bool — has not bought yet (prospects.share > 0)

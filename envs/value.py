@@ -2,7 +2,7 @@
 
 One definition serves two consumers, so they cannot drift apart:
 
-* evaluation (``experiments.evaluation``) books it at each customer's last simulated week, as
+* evaluation (``rapport.experiments.evaluation``) books it at each customer's last simulated week, as
   the terminal part of ``kpi/lifetime_value_per_customer``;
 * training: :class:`envs.PopulationEnv` built with ``value_discount=d`` puts it in
   ``info["residual_value"]`` every step, so a learner can be given the same terminal value at
@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
-from envs.scenario import Scenario
-from envs.state import PopulationState
+from rapport.envs.scenario import Scenario
+from rapport.envs.state import PopulationState
 
 
 def weekly_discount(annual_discount_rate: float) -> float:
@@ -33,7 +33,7 @@ def check_discount(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
             or not 0.0 < float(value) <= 1.0:
         raise ValueError(f"{name} must be a weekly discount factor in (0, 1], got {value!r} "
-                         "(e.g. envs.value.weekly_discount(0.10) = 0.99817)")
+                         "(e.g. rapport.envs.value.weekly_discount(0.10) = 0.99817)")
     return float(value)
 
 

@@ -1,11 +1,11 @@
 """Build worlds, agents and policies from configuration: the only place that instantiates.
 
-API (all inputs are the dataclasses of :mod:`experiments.config` or plain values)::
+API (all inputs are the dataclasses of :mod:`rapport.experiments.config` or plain values)::
 
     seeds = derive_seeds(master_seed, n_eval=3)             # Seeds: spawned, logged streams
     scenario = resolve_scenario(env_cfg)                     # envs.Scenario (errors name the key)
     env = make_env(env_cfg, customers=..., autoreset_mode=...)  # envs.PopulationEnv
-    schema = schema_of(env)                                  # agents.protocol.DecisionSchema
+    schema = schema_of(env)                                  # rapport.agents.protocol.DecisionSchema
     check_agent(agent_cfg, env_cfg)                          # fail early: target, params, values
     factory = policy_factory(agent_cfg, constraints_cfg)     # env -> Policy (baseline family)
     policy = build_core_policy(agent_cfg, env)               # baseline family, no constraints
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-import envs
-from agents.protocol import DecisionSchema, Policy
-from experiments.config import AgentConfig, ConstraintsConfig, EnvConfig
+import rapport.envs as envs
+from rapport.agents.protocol import DecisionSchema, Policy
+from rapport.experiments.config import AgentConfig, ConstraintsConfig, EnvConfig
 
 PolicyFactory = Callable[[Any], Policy]
 """``env -> Policy`` (the env is an ``envs.PopulationEnv``)."""
@@ -44,10 +44,10 @@ LATENT_TRUTH = ("expected_profit_fn", "lookahead_fn")
 ``seed`` is also injected, from the run's agent seed, unless ``params`` sets it)."""
 
 SB3_ALGORITHM_OF = {
-    "agents.rl.make_ppo": "agents.rl.BatchedPPO",
-    "agents.rl.make_a2c": "agents.rl.BatchedA2C",
-    "agents.rl.make_dqn": "stable_baselines3.DQN",
-    "agents.rl.make_maskable_ppo": "sb3_contrib.MaskablePPO",
+    "rapport.agents.rl.make_ppo": "rapport.agents.rl.BatchedPPO",
+    "rapport.agents.rl.make_a2c": "rapport.agents.rl.BatchedA2C",
+    "rapport.agents.rl.make_dqn": "stable_baselines3.DQN",
+    "rapport.agents.rl.make_maskable_ppo": "sb3_contrib.MaskablePPO",
 }
 """SB3 factories and the algorithm class their ``**overrides`` go to (for checking params)."""
 
@@ -111,11 +111,11 @@ def make_training_env(env_cfg: EnvConfig, agent_cfg: AgentConfig, discount: floa
                       customers: int | None = None, scenario: envs.Scenario | None = None,
                       constraints: ConstraintsConfig | None = None) -> Any:
     """The population an RL agent trains on, rewarded by its ``agent.training_objective``
-    (``agents.objective``): same-step autoreset, no latent info, and for the lifetime-value
+    (``rapport.agents.objective``): same-step autoreset, no latent info, and for the lifetime-value
     objectives the residual value at ``discount`` paid at the horizon (or shaped). Contact caps
     and quiet weeks in ``constraints`` become action masks (and are enforced) while it learns
-    (``agents.constrained_training``); the weekly budget is not a mask and applies at evaluation."""
-    from agents.objective import LifetimeValueObjective, uses_terminal_value
+    (``rapport.agents.constrained_training``); the weekly budget is not a mask and applies at evaluation."""
+    from rapport.agents.objective import LifetimeValueObjective, uses_terminal_value
 
     objective = agent_cfg.training_objective or "myopic"
     long_term = uses_terminal_value(objective)
@@ -126,7 +126,7 @@ def make_training_env(env_cfg: EnvConfig, agent_cfg: AgentConfig, discount: floa
         env = LifetimeValueObjective(env, discount, shaping=objective == "lifetime_value_shaped")
     rules = None if constraints is None else contact_rules(None, schema, constraints)
     if rules is not None:
-        from agents.constrained_training import RuleMaskedEnv
+        from rapport.agents.constrained_training import RuleMaskedEnv
 
         env = RuleMaskedEnv(env, rules)
     return env
@@ -205,7 +205,7 @@ def check_agent(agent_cfg: AgentConfig, env_cfg: EnvConfig) -> None:
     env = make_env(env_cfg, customers=2, autoreset_mode="same_step" if agent_cfg.family == "rl" else "next_step")
     try:
         if agent_cfg.family == "rl":
-            from agents.sb3_adapter import BatchedVecEnv
+            from rapport.agents.sb3_adapter import BatchedVecEnv
 
             build_sb3(agent_cfg, BatchedVecEnv(env, flatten_actions=agent_cfg.flatten_actions), seed=0)
         elif agent_cfg.family == "bandit":
@@ -312,7 +312,7 @@ def build_bandit(agent_cfg: AgentConfig, schema: DecisionSchema, *, seed: int | 
 
 
 def build_sb3(agent_cfg: AgentConfig, venv: Any, *, seed: int, gamma: float | None = None) -> Any:
-    """An untrained SB3 model from a factory in ``agents.rl`` (``seed`` is the agent seed;
+    """An untrained SB3 model from a factory in ``rapport.agents.rl`` (``seed`` is the agent seed;
     ``gamma``: the objective's discount, see :meth:`RunConfig.learner_discount`)."""
     factory = resolve_target(agent_cfg.target)
     params = dict(agent_cfg.params)
@@ -324,11 +324,11 @@ def build_sb3(agent_cfg: AgentConfig, venv: Any, *, seed: int, gamma: float | No
 
 def contact_rules(policy: Policy | None, schema: DecisionSchema, constraints: ConstraintsConfig) -> Any:
     """The run's per-customer contact rules (cap, quiet weeks) around ``policy`` as an
-    ``agents.constraints.ContactRules``, or None when it has none; one rule for training masks
+    ``rapport.agents.constraints.ContactRules``, or None when it has none; one rule for training masks
     and evaluation."""
     if constraints.max_contacts_4w is None and constraints.quiet_weeks <= 0:
         return None
-    from agents.constraints import ContactRules
+    from rapport.agents.constraints import ContactRules
 
     return ContactRules(policy, schema, max_contacts_4w=constraints.max_contacts_4w,  # type: ignore[arg-type]
                         quiet_weeks=constraints.quiet_weeks)
@@ -337,7 +337,7 @@ def contact_rules(policy: Policy | None, schema: DecisionSchema, constraints: Co
 def wrap_constraints(policy: Policy, schema: DecisionSchema, constraints: ConstraintsConfig,
                      customers: int) -> Policy:
     """``policy`` inside contact caps / quiet weeks (a mask) and a weekly budget (post-processing)."""
-    from agents.constraints import BudgetConstraint
+    from rapport.agents.constraints import BudgetConstraint
 
     policy = contact_rules(policy, schema, constraints) or policy
     if constraints.weekly_budget_per_customer is not None:
@@ -356,11 +356,11 @@ def reference_oracles(evaluation: Any, constraints: ConstraintsConfig) -> dict[s
     (``evaluation.long_term_oracle``, role ``long_term_oracle``, at the evaluation's discount)."""
     out: dict[str, tuple[PolicyFactory, str, str]] = {}
     if evaluation.oracle:
-        cfg = AgentConfig(name=MYOPIC_ORACLE, family="baseline", target="agents.baselines.Oracle")
+        cfg = AgentConfig(name=MYOPIC_ORACLE, family="baseline", target="rapport.agents.baselines.Oracle")
         out[MYOPIC_ORACLE] = (policy_factory(cfg, constraints), "oracle", cfg.target)
     if evaluation.long_term_oracle:
         cfg = AgentConfig(name=LONG_TERM_ORACLE, family="baseline",
-                          target="agents.long_term_oracle.LongTermOracle",
+                          target="rapport.agents.long_term_oracle.LongTermOracle",
                           params={"annual_discount_rate": float(evaluation.annual_discount_rate)})
         out[LONG_TERM_ORACLE] = (policy_factory(cfg, constraints), "long_term_oracle", cfg.target)
     return out

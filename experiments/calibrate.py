@@ -31,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from envs.calibration import INPUT_ERRORS, LogColumns, run_calibration, write_outputs
+from rapport.envs.calibration import INPUT_ERRORS, LogColumns, run_calibration, write_outputs
 
 PROG = "rapport-calibrate"
 EXIT_BAD_INPUT = 2  # the same status argparse uses for a bad command line

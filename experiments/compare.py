@@ -15,7 +15,7 @@ Usage::
 Writes ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.png`` to ``--out`` (default
 ``outputs/leaderboard/<experiment>``) and prints the markdown table.
 
-API: :func:`leaderboard` (from a :class:`experiments.evaluation.Summary`),
+API: :func:`leaderboard` (from a :class:`rapport.experiments.evaluation.Summary`),
 :func:`runs_of_experiment`, :func:`collect_blocks`, :func:`leaderboard_from_runs`,
 :func:`to_markdown`, :func:`log_leaderboard_to_run`; :func:`run` is the CLI returning the table.
 """
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.evaluation import KPI_KEY, Summary, summarize
-from experiments.tracking_store import check_tracking_uri, resolve_tracking_uri
+from rapport.experiments.evaluation import KPI_KEY, Summary, summarize
+from rapport.experiments.tracking_store import check_tracking_uri, resolve_tracking_uri
 
 BLOCKS_ARTIFACT = "evaluation/blocks.parquet"
 DEFAULT_METRIC = "kpi/profit_per_customer"
@@ -175,7 +175,7 @@ def collect_blocks(tracking_uri: str, runs: Sequence[Any]) -> RunBlocks:
     (policy, seed, block) keep the newest run's (by CRN the baseline's are identical anyway)."""
     from mlflow.artifacts import download_artifacts
 
-    from experiments.policy_store import quiet_mlflow
+    from rapport.experiments.policy_store import quiet_mlflow
 
     quiet_mlflow()
     frames, fingerprints = [], {}
@@ -234,7 +234,7 @@ def leaderboard_from_runs(tracking_uri: str, runs: Sequence[Any], *, metric: str
 
 def write_leaderboard(board: pd.DataFrame, out_dir: str | Path, *, title: str = "") -> dict[str, Path]:
     """leaderboard.md, leaderboard.csv and leaderboard.png in ``out_dir``."""
-    from experiments import plots
+    from rapport.experiments import plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,9 +27,9 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from agents.objective import OBJECTIVES, discount_for
-from experiments.errors import UserError, user_input
-from experiments.launchers.ray_cluster import RayConfig
+from rapport.agents.objective import OBJECTIVES, discount_for
+from rapport.experiments.errors import UserError, user_input
+from rapport.experiments.launchers.ray_cluster import RayConfig
 
 FAMILIES = ("baseline", "bandit", "rl")
 """Agent families: ``baseline`` policies act without learning, ``bandit`` learners update online
@@ -52,6 +52,10 @@ def _fraction(where: str, value: Any, *, open_ends: bool = True) -> None:
     if not ok:
         raise ValueError(f"{where} must be a number in {'(0, 1)' if open_ends else '[0, 1]'}, got {value!r}")
 
+
+# Hydra finds the YAML in the installed package (conf/ ships as rapport.conf), so every app runs
+# from any directory, editable checkout or wheel alike.
+CONFIG_PATH = "pkg://rapport.conf"
 
 @dataclass
 class EnvConfig:
@@ -79,7 +83,7 @@ class AgentConfig:
     """What decides: a policy class or a learner/factory, with its constructor parameters.
 
     ``schema`` (and, where the constructor takes them, ``horizon`` and the oracle's
-    ``expected_profit_fn``, ``lookahead_fn``) are injected by :mod:`experiments.builders`; everything else comes
+    ``expected_profit_fn``, ``lookahead_fn``) are injected by :mod:`rapport.experiments.builders`; everything else comes
     from ``params``, checked against the constructor's signature before any work.
     """
 
@@ -88,7 +92,7 @@ class AgentConfig:
     family: str = MISSING
     """``baseline`` | ``bandit`` | ``rl`` (see :data:`FAMILIES`)."""
     target: str = MISSING
-    """Import path of the class (baselines, bandits) or SB3 factory (``agents.rl.make_ppo``)."""
+    """Import path of the class (baselines, bandits) or SB3 factory (``rapport.agents.rl.make_ppo``)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Constructor / factory keyword arguments."""
     eval_mode: str = "greedy"
@@ -102,7 +106,7 @@ class AgentConfig:
     """RL only: scale rewards by VecNormalize's running std of the discounted return (training
     signal only; evaluation and KPIs always use profit in $)."""
     objective: str | None = None
-    """RL only: what training optimises (``agents.objective``). ``lifetime_value`` (the default
+    """RL only: what training optimises (``rapport.agents.objective``). ``lifetime_value`` (the default
     for family ``rl``): what ``kpi/lifetime_value_per_customer`` measures, the weekly discount of
     ``evaluation.annual_discount_rate`` with the residual value paid at the horizon;
     ``lifetime_value_shaped``: the same objective with potential-based shaping on the latent
@@ -117,7 +121,7 @@ class AgentConfig:
             raise ValueError(f"agent {self.name!r}: agent.family must be one of {FAMILIES}, got {self.family!r}")
         if not isinstance(self.target, str) or "." not in self.target:
             raise ValueError(f"agent {self.name!r}: agent.target must be an import path like "
-                             f"'agents.bandits.LinUCB', got {self.target!r}")
+                             f"'rapport.agents.bandits.LinUCB', got {self.target!r}")
         if self.eval_mode not in ("greedy", "explore"):
             raise ValueError(f"agent {self.name!r}: agent.eval_mode must be 'greedy' or 'explore', "
                              f"got {self.eval_mode!r}")
@@ -142,7 +146,7 @@ class AgentConfig:
 
 @dataclass
 class ConstraintsConfig:
-    """Business rules wrapped around the agent's policy (``agents.constraints``), in training
+    """Business rules wrapped around the agent's policy (``rapport.agents.constraints``), in training
     (bandits) and evaluation. All off by default."""
 
     max_contacts_4w: int | None = None
@@ -201,7 +205,7 @@ class EvaluationConfig:
     oracle: bool = True
     """Also evaluate the myopic oracle (latent-truth best action each week) for regret."""
     long_term_oracle: bool = False
-    """Also evaluate the long-term oracle (``agents.long_term_oracle``: rollout lookahead on the
+    """Also evaluate the long-term oracle (``rapport.agents.long_term_oracle``: rollout lookahead on the
     latent truth, the ceiling for lifetime value); ``regret/lifetime_value`` is then against it.
     Off by default: it simulates ~128 rollout rows per customer each week (about 1 s a week
     per 1,000 customers); on in ``experiment=long_term``."""
@@ -220,7 +224,7 @@ class EvaluationConfig:
     """Give policies the env's action mask (opted-out channels off)."""
     shards: int = 1
     """Split every population into this many shards of customers, each a Ray actor
-    (:mod:`experiments.sharding`; Ray reached as ``ray.*`` says); 1 = in this process. Results are
+    (:mod:`rapport.experiments.sharding`; Ray reached as ``ray.*`` says); 1 = in this process. Results are
     bit-identical for policies that decide each customer from that customer's observation."""
 
     @property
@@ -274,7 +278,7 @@ class TrackingConfig:
 
 @dataclass
 class SweepConfig:
-    """Optuna ask/tell sweep over config overrides (``python -m experiments.sweep``)."""
+    """Optuna ask/tell sweep over config overrides (``python -m rapport.experiments.sweep``)."""
 
     params: dict[str, str] = field(default_factory=dict)
     """Override key -> search space in Hydra's sweep syntax: ``interval(0.1, 2)``,
@@ -336,7 +340,7 @@ class RunConfig:
 
     def learner_discount(self) -> float:
         """The RL learner's discount under ``agent.training_objective`` (see
-        :func:`agents.objective.discount_for`)."""
+        :func:`rapport.agents.objective.discount_for`)."""
         assert self.agent is not None
         gamma = self.agent.params.get("gamma")
         return discount_for(self.agent.training_objective or "myopic",
@@ -353,7 +357,7 @@ def register_configs() -> None:
 
 def to_settings(cfg: DictConfig | RunConfig, schema: type[RunConfig] = RunConfig) -> RunConfig:
     """Validated dataclass objects from a composed config: bad values raise
-    :class:`~experiments.errors.UserError` naming the key (``schema``: the app's root config
+    :class:`~rapport.experiments.errors.UserError` naming the key (``schema``: the app's root config
     class, a subclass of :class:`RunConfig`)."""
     if isinstance(cfg, schema):
         return cfg

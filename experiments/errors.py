@@ -9,7 +9,7 @@ Every ``rapport-*`` app's ``main(argv)`` hands its ``@hydra.main`` function to
 
 and exits with :data:`EXIT_INPUT` (2) for bad input (a config key or value, a file, a policy),
 :data:`EXIT_INTERNAL` (1) for anything else (a bug: the line says so), 130 on Ctrl-C and 143 on
-SIGTERM (the MLflow run is then KILLED or FAILED, see :func:`experiments.tracking.start_run`).
+SIGTERM (the MLflow run is then KILLED or FAILED, see :func:`rapport.experiments.tracking.start_run`).
 ``HYDRA_FULL_ERROR=1`` -- Hydra's own switch -- prints the full traceback instead, and the
 traceback of a failed job is always written to ``FAILED`` in its Hydra output folder
 (:func:`mark_failed_output`), so an ``outputs/`` folder never looks like a finished run.
@@ -123,7 +123,7 @@ def describe(err: BaseException) -> tuple[int, str]:
     name = type(err).__name__
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted (Ctrl-C); a tracked run ends KILLED"
-    if name == "_Terminated":  # experiments.tracking turns SIGTERM into this exception
+    if name == "_Terminated":  # rapport.experiments.tracking turns SIGTERM into this exception
         return EXIT_TERMINATED, f"{err}; a tracked run ends FAILED"
     if isinstance(err, UserError):
         return EXIT_INPUT, _one_line(str(err))

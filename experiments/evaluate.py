@@ -22,9 +22,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import builders
-from experiments.config import RunConfig, check_evaluation_fits, register_configs, to_settings
-from experiments.errors import (
+from rapport.experiments import builders
+from rapport.experiments.config import (
+    CONFIG_PATH,
+    RunConfig,
+    check_evaluation_fits,
+    register_configs,
+    to_settings,
+)
+from rapport.experiments.errors import (
     UserError,
     check_store_exists,
     marks_failed_output,
@@ -32,10 +38,10 @@ from experiments.errors import (
     run_hydra_app,
     user_input,
 )
-from experiments.evaluation import summarize
-from experiments.progress import progress_enabled
-from experiments.sharding import evaluate_configured
-from experiments.tracking import flatten_params, resolve_tracking_uri, start_run
+from rapport.experiments.evaluation import summarize
+from rapport.experiments.progress import progress_enabled
+from rapport.experiments.sharding import evaluate_configured
+from rapport.experiments.tracking import flatten_params, resolve_tracking_uri, start_run
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -72,12 +78,12 @@ def _classify(entry: str) -> tuple[str, str]:
 
 def resolve_policies(uris: list[str], tracking_uri: str) -> dict[str, tuple[str, Any]]:
     """``{label: (model_uri, LoadedPolicy)}``; bare run ids become ``runs:/<id>/policy``.
-    Entries that cannot be resolved or loaded raise :class:`~experiments.errors.UserError`."""
+    Entries that cannot be resolved or loaded raise :class:`~rapport.experiments.errors.UserError`."""
     entries = [_classify(str(e).strip()) for e in uris]  # every entry checked before any loading
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from experiments.policy_store import load_logged_policy
+    from rapport.experiments.policy_store import load_logged_policy
 
     if any(kind != "folder" for kind, _ in entries):
         check_store_exists(tracking_uri, f"policies entry {next(e for k, e in entries if k != 'folder')!r}")
@@ -107,8 +113,8 @@ def resolve_policies(uris: list[str], tracking_uri: str) -> dict[str, tuple[str,
 
 def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
     """Evaluate ``cfg.policies`` with the baseline and oracle; log and print the leaderboard."""
-    from experiments.compare import leaderboard, to_markdown, write_leaderboard
-    from experiments.train import eval_settings, scenario_tags
+    from rapport.experiments.compare import leaderboard, to_markdown, write_leaderboard
+    from rapport.experiments.train import eval_settings, scenario_tags
 
     settings = to_settings(cfg)
     with user_input():
@@ -151,7 +157,7 @@ def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
             tracker.log_metrics({f"{_metric_safe(label)}/{k}": v for k, v in metrics.items()})
         board = leaderboard(summary)
         if tracker.run_id is not None:
-            from experiments import plots
+            from rapport.experiments import plots
 
             with tempfile.TemporaryDirectory() as tmp:
                 write_leaderboard(board, Path(tmp) / "leaderboard", title="rapport-evaluate")
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     register_configs()
-    config_path = str(Path(__file__).resolve().parents[1] / "conf")
+    config_path = CONFIG_PATH
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="evaluate")
     def _app(cfg: DictConfig) -> None:

@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import envs
-from envs.observation import FEATURE_NAMES, STAGES
-from envs.value import residual_value
-from experiments.progress import bar
+import rapport.envs as envs
+from rapport.envs.observation import FEATURE_NAMES, STAGES
+from rapport.envs.value import residual_value
+from rapport.experiments.progress import bar
 
 ROLES = ("agent", "baseline", "oracle", "long_term_oracle", "policy")
 
@@ -145,7 +145,7 @@ class EvalSettings:
 
 def residual_clv(env: envs.PopulationEnv, rows: np.ndarray, weekly_discount: float) -> np.ndarray:
     """Expected discounted future profit of ``rows`` from now on, from latent truth, no marketing
-    (:func:`envs.value.residual_value`, the same value training gets as its terminal reward)."""
+    (:func:`rapport.envs.value.residual_value`, the same value training gets as its terminal reward)."""
     return residual_value(env.scenario, env.sim.state, rows, weekly_discount)
 
 
@@ -163,7 +163,7 @@ class CustomerLedger:
     """Per-customer KPI values of a population (or a shard's slice of it), booked week by week.
 
     The one place evaluation accounting lives: :func:`rollout` and the Ray shards of
-    :mod:`experiments.sharding` both book through it, so sharded results stay bit-identical.
+    :mod:`rapport.experiments.sharding` both book through it, so sharded results stay bit-identical.
     """
 
     def __init__(self, n: int, settings: EvalSettings):

@@ -3,12 +3,12 @@
     rapport-log agent=rfm env.customers=20000 env.horizon=26 log.epsilon=0.2 log.output=rfm.parquet
     rapport-log agent=linucb debug=fast tracking=none      # a bandit: trained first, then logged
 
-The log is what off-policy evaluation consumes (:class:`agents.ope.LoggedFeedback`): one row per
+The log is what off-policy evaluation consumes (:class:`rapport.agents.ope.LoggedFeedback`): one row per
 customer-week of each customer's first episode (a customer who opts out of every channel stops
 being logged, as their episode ends), with the context, the action, its propensity and the
 week's profit. Learners are trained first, exactly as ``rapport-train`` trains them (their own
 training population and seeds), and the frozen policy is logged (``agent.eval_mode=explore``
-keeps its exploration and logs its propensities). ``log.epsilon`` > 0 wraps the policy in :class:`agents.ope.ExplorationMixture`
+keeps its exploration and logs its propensities). ``log.epsilon`` > 0 wraps the policy in :class:`rapport.agents.ope.ExplorationMixture`
 (uniform exploration over the allowed actions) so that its logs can evaluate other policies.
 
 Importable: :func:`collect_feedback` (any env and policy objects) and :func:`run` (a config).
@@ -25,18 +25,24 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from agents.ope import ExplorationMixture, LoggedFeedback, joint_distribution
-from agents.protocol import Policy
-from experiments.builders import check_agent, derive_seeds, make_env, resolve_scenario, schema_of
-from experiments.config import RunConfig, to_settings
-from experiments.errors import (
+from rapport.agents.ope import ExplorationMixture, LoggedFeedback, joint_distribution
+from rapport.agents.protocol import Policy
+from rapport.experiments.builders import (
+    check_agent,
+    derive_seeds,
+    make_env,
+    resolve_scenario,
+    schema_of,
+)
+from rapport.experiments.config import CONFIG_PATH, RunConfig, to_settings
+from rapport.experiments.errors import (
     check_writable,
     marks_failed_output,
     run_hydra_app,
     staged_file,
     user_input,
 )
-from experiments.progress import progress_enabled
+from rapport.experiments.progress import progress_enabled
 
 
 def collect_feedback(env: Any, policy: Policy, *, seed: int, rng: np.random.Generator, weeks: int | None = None,
@@ -102,7 +108,7 @@ class LogSettings:
     """Seed of the logged population (same seed, same customers and noise); ``None``: the run's
     first evaluation seed, spawned from ``seed``."""
     epsilon: float = 0.0
-    """Uniform exploration mixed into the policy (``agents.ope.ExplorationMixture``)."""
+    """Uniform exploration mixed into the policy (``rapport.agents.ope.ExplorationMixture``)."""
     use_action_mask: bool = True
     """Give the policy the env's action mask (opted-out channels off), and log it."""
     store_action_dist: bool = False
@@ -144,7 +150,7 @@ def to_log_config(cfg: DictConfig | LogRunConfig) -> LogRunConfig:
 def logging_policy_factory(settings: RunConfig, scenario: Any, seeds: Any, tracker: Any, *, epsilon: float = 0.0,
                            progress: bool = False) -> Callable[[Any], Policy]:
     """``env -> Policy`` for the configured agent (trained first if it learns), with exploration."""
-    from experiments.training import train_agent
+    from rapport.experiments.training import train_agent
 
     factory = train_agent(settings, seeds, scenario, tracker, progress=progress).policy_factory
     if epsilon <= 0:
@@ -158,7 +164,7 @@ def logging_policy_factory(settings: RunConfig, scenario: Any, seeds: Any, track
 
 def run(cfg: DictConfig | LogRunConfig) -> dict[str, Any]:
     """Log one policy's feedback to Parquet (and MLflow); returns the path, metrics and the log."""
-    from experiments.tracking import flatten_params, start_run
+    from rapport.experiments.tracking import flatten_params, start_run
 
     settings = to_log_config(cfg)
     with user_input():
@@ -208,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     register_log_config()
-    config_path = str(Path(__file__).resolve().parents[1] / "conf")
+    config_path = CONFIG_PATH
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="log")
     def _app(cfg: DictConfig) -> None:

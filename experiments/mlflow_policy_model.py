@@ -3,7 +3,7 @@
 Input: a DataFrame with the policy schema's feature columns (float). Output: a DataFrame with
 ``channel, offer, spend_level`` (int64) and ``propensity`` (float64), one row per input row.
 Param ``seed`` (int, default 0) seeds the generator of stochastic policies. Logged by
-:func:`experiments.policy_store.log_pyfunc_model` with the policy folder as artifact ``policy``.
+:func:`rapport.experiments.policy_store.log_pyfunc_model` with the policy folder as artifact ``policy``.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from experiments.policy_store import predict_frame
+from rapport.experiments.policy_store import predict_frame
 
 
 class PolicyModel(PythonModel):
     """Loads the policy folder in ``load_context``; ``predict`` decides for every row."""
 
     def load_context(self, context):
-        from experiments.policy_store import load_policy
+        from rapport.experiments.policy_store import load_policy
 
         self.policy = load_policy(context.artifacts["policy"])
 

@@ -8,9 +8,9 @@ For every replication (a world seed spawned from ``seed``) and every sample size
 
 1. **Log.** The behaviour policy (``agent``, mixed with ``bench.behaviour_epsilon`` uniform
    exploration) acts for ``env.horizon`` weeks on customers 0..n−1 of that world
-   (:func:`experiments.log_feedback.collect_feedback`).
+   (:func:`rapport.experiments.log_feedback.collect_feedback`).
 2. **Estimate.** Every candidate is judged from that log by every estimator, with bootstrap
-   intervals and high-confidence lower bounds (:class:`agents.ope.OffPolicyEvaluator`).
+   intervals and high-confidence lower bounds (:class:`rapport.agents.ope.OffPolicyEvaluator`).
 
 **Ground truth**, once per replication, on ``env.customers`` other customers of the same world
 (same seed, so the same noise streams; disjoint from the logged customers so the truth's
@@ -60,19 +60,19 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-import envs
-from agents.ope import (
+import rapport.envs as envs
+from rapport.agents.ope import (
     BANDIT_ESTIMATORS,
     SEQUENTIAL_ESTIMATORS,
     OffPolicyEvaluator,
     OPESettings,
     promotion_decision,
 )
-from experiments.builders import check_agent, derive_seeds, resolve_scenario
-from experiments.config import AgentConfig, RunConfig, to_settings
-from experiments.errors import marks_failed_output, run_hydra_app, user_input
-from experiments.log_feedback import collect_feedback, logging_policy_factory
-from experiments.progress import bar, progress_enabled
+from rapport.experiments.builders import check_agent, derive_seeds, resolve_scenario
+from rapport.experiments.config import CONFIG_PATH, AgentConfig, RunConfig, to_settings
+from rapport.experiments.errors import marks_failed_output, run_hydra_app, user_input
+from rapport.experiments.log_feedback import collect_feedback, logging_policy_factory
+from rapport.experiments.progress import bar, progress_enabled
 
 PolicyFactory = Callable[[Any], Any]
 
@@ -85,7 +85,7 @@ class CandidateConfig:
     agent: AgentConfig | None = None
     """The candidate (``agent@candidates.<name>.agent=<file>`` in a defaults list)."""
     epsilon: float = 0.0
-    """Uniform exploration mixed into the candidate (``agents.ope.ExplorationMixture``)."""
+    """Uniform exploration mixed into the candidate (``rapport.agents.ope.ExplorationMixture``)."""
 
     def __post_init__(self) -> None:
         if self.agent is None:
@@ -95,7 +95,7 @@ class CandidateConfig:
 
 @dataclass
 class OPEOptions:
-    """Estimator options (``agents.ope.OPESettings``); see there for each key."""
+    """Estimator options (``rapport.agents.ope.OPESettings``); see there for each key."""
 
     bandit_estimators: list[str] = field(default_factory=lambda: list(BANDIT_ESTIMATORS))
     """Single-step estimators: ips, snips, dm, dr, sndr, switch_dr."""
@@ -184,7 +184,7 @@ def to_ope_config(cfg: DictConfig | OPERunConfig) -> OPERunConfig:
             raise ValueError("agent (the behaviour policy) is not set: choose one with agent=<name>")
         if not settings.candidates:
             raise ValueError("no candidates: add some with agent@candidates.<name>.agent=<file> in the defaults list")
-    with user_input("ope."):  # agents.ope names its fields without the config group
+    with user_input("ope."):  # rapport.agents.ope names its fields without the config group
         settings.ope.settings(None, settings.env.horizon)  # validates the estimator options
     return settings  # type: ignore[return-value]
 
@@ -267,7 +267,7 @@ def _on_policy_returns(env: envs.PopulationEnv, policy: Any, seed: int, horizon:
 def run_benchmark(settings: OPERunConfig, scenario: envs.Scenario, *, tracker: Any = None,
                   progress: bool = False) -> dict[str, Any]:
     """The experiment (module docstring) without tracking: returns the tables."""
-    from experiments.tracking import NullTracker
+    from rapport.experiments.tracking import NullTracker
 
     tracker = tracker if tracker is not None else NullTracker()
     b, H = settings.bench, settings.env.horizon
@@ -416,7 +416,7 @@ def benchmark_figure(summary: pd.DataFrame, alpha: float) -> Any:
 # ------------------------------------------------------------------------------------ app
 def run(cfg: DictConfig | OPERunConfig) -> dict[str, Any]:
     """Run the OPE-of-OPE benchmark and track it; returns the tables and the metrics."""
-    from experiments.tracking import flatten_params, start_run
+    from rapport.experiments.tracking import flatten_params, start_run
 
     settings = to_ope_config(cfg)
     with user_input():
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     register_ope_config()
-    config_path = str(Path(__file__).resolve().parents[1] / "conf")
+    config_path = CONFIG_PATH
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="ope")
     def _app(cfg: DictConfig) -> None:

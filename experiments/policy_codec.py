@@ -8,21 +8,21 @@ unpickled. Stored kinds and what they keep:
 =========================  =====================================================================
 kind                       stored
 =========================  =====================================================================
-``do_nothing`` …           rule-based baselines (:mod:`agents.baselines`): their constructor
+``do_nothing`` …           rule-based baselines (:mod:`rapport.agents.baselines`): their constructor
                            arguments as JSON (channels and offers as indices)
-``linear_arm_policy``      frozen linear bandit (:class:`agents.bandits.LinearArmPolicy`): arms
-                           and every array of its :class:`~agents.bandits.LinearFit` (feature
+``linear_arm_policy``      frozen linear bandit (:class:`rapport.agents.bandits.LinearArmPolicy`): arms
+                           and every array of its :class:`~rapport.agents.bandits.LinearFit` (feature
                            mean / std, theta, covariance) as arrays; the fit's scalars and the
-                           exploration rule (:func:`agents.bandits.rule_to_dict`) as JSON
+                           exploration rule (:func:`rapport.agents.bandits.rule_to_dict`) as JSON
 ``neural_linear_policy``   frozen neural-linear policy: the same plus the feature network's layer
                            list (Linear / ReLU / Tanh) as JSON and its weights as tensors
 ``linear_bandit``,         a bandit *learner*, through its own ``state_dict()`` (arrays + JSON;
 ``neural_linear_thompson`` restored with ``load_state_dict``), so it can go on learning
-``contact_rules``          :class:`agents.constraints.ContactRules` around any stored kind
+``contact_rules``          :class:`rapport.agents.constraints.ContactRules` around any stored kind
 =========================  =====================================================================
 
 Not storable (an error says why): the oracles (they read the simulator's latent truth and are
-rebuilt for each population), :class:`agents.constraints.BudgetConstraint` (store the policy
+rebuilt for each population), :class:`rapport.agents.constraints.BudgetConstraint` (store the policy
 inside it; the budget is run configuration, re-applied per batch by the policy store), and any
 other class. Exact types are matched: a subclass of a baseline is refused rather than stored
 as its parent.
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from agents import baselines as B
-from agents.protocol import DecisionSchema
+from rapport.agents import baselines as B
+from rapport.agents.protocol import DecisionSchema
 
 CODEC_VERSION = 1
 
@@ -138,7 +138,7 @@ def _fit_to(fit: Any, prefix: str, enc: EncodedPolicy) -> dict[str, Any]:
 
 
 def _fit_from(scalars: Mapping[str, Any], prefix: str, arrays: Mapping[str, np.ndarray]) -> Any:
-    from agents.bandits import LinearFit
+    from rapport.agents.bandits import LinearFit
 
     values: dict[str, Any] = {}
     for f in dataclasses.fields(LinearFit):
@@ -186,14 +186,14 @@ def _body_from(layers: list[Mapping[str, Any]]) -> Any:
 
 
 def _encode_linear_arm(p: Any, enc: EncodedPolicy) -> None:
-    from agents.bandits import rule_to_dict
+    from rapport.agents.bandits import rule_to_dict
 
     enc.arrays["arms"] = np.asarray(p.arms, np.int64)
     enc.config.update(rule=rule_to_dict(p.rule), fit=_fit_to(p.fit, "fit.", enc))
 
 
 def _decode_linear_arm(enc: EncodedPolicy, schema: DecisionSchema) -> Any:
-    from agents.bandits import LinearArmPolicy, rule_from_dict
+    from rapport.agents.bandits import LinearArmPolicy, rule_from_dict
 
     return LinearArmPolicy(schema, enc.arrays["arms"].astype(np.int64), _fit_from(enc.config["fit"], "fit.", enc.arrays),
                            rule_from_dict(enc.config["rule"]))
@@ -210,8 +210,8 @@ def _encode_neural(p: Any, enc: EncodedPolicy) -> None:
 def _decode_neural(enc: EncodedPolicy, schema: DecisionSchema) -> Any:
     import torch
 
-    from agents.bandits import rule_from_dict
-    from agents.neural_bandit import FeatureNet, NeuralLinearPolicy
+    from rapport.agents.bandits import rule_from_dict
+    from rapport.agents.neural_bandit import FeatureNet, NeuralLinearPolicy
 
     with torch.random.fork_rng(devices=[]):  # layer construction draws initial weights
         body = _body_from(enc.config["layers"])
@@ -237,7 +237,7 @@ def _learner_state(enc: EncodedPolicy) -> dict[str, Any]:
 
 
 def _decode_linear_bandit(enc: EncodedPolicy, schema: DecisionSchema) -> Any:
-    from agents.bandits import LinearBandit, rule_from_dict
+    from rapport.agents.bandits import LinearBandit, rule_from_dict
 
     state = _learner_state(enc)
     kwargs = {"standardize": bool(state["standardize"])} if "standardize" in state else {}
@@ -248,7 +248,7 @@ def _decode_linear_bandit(enc: EncodedPolicy, schema: DecisionSchema) -> Any:
 
 
 def _decode_neural_learner(enc: EncodedPolicy, schema: DecisionSchema) -> Any:
-    from agents.neural_bandit import NeuralLinearThompson
+    from rapport.agents.neural_bandit import NeuralLinearThompson
 
     state = _learner_state(enc)
     cfg, rule = dict(state["config"]), dict(state["rule"])
@@ -274,7 +274,7 @@ def _encode_contact_rules(p: Any, enc: EncodedPolicy, schema: DecisionSchema) ->
 
 
 def _decode_contact_rules(enc: EncodedPolicy, schema: DecisionSchema) -> Any:
-    from agents.constraints import ContactRules
+    from rapport.agents.constraints import ContactRules
 
     inner_spec = enc.config["inner"]
     inner = EncodedPolicy(inner_spec["kind"], dict(inner_spec["config"]),
@@ -289,15 +289,15 @@ def _decode_contact_rules(enc: EncodedPolicy, schema: DecisionSchema) -> Any:
 # ------------------------------------------------------------------------------- registry
 def _model_kinds() -> dict[str, tuple[type, Callable[..., None], Callable[[EncodedPolicy, DecisionSchema], Any]]]:
     """The non-baseline kinds: (exact class, encoder, decoder); imported on demand (torch)."""
-    from agents.bandits import LinearArmPolicy, LinearBandit
-    from agents.constraints import ContactRules
+    from rapport.agents.bandits import LinearArmPolicy, LinearBandit
+    from rapport.agents.constraints import ContactRules
 
     kinds: dict[str, tuple[type, Callable[..., None], Callable[[EncodedPolicy, DecisionSchema], Any]]] = {
         "linear_arm_policy": (LinearArmPolicy, _encode_linear_arm, _decode_linear_arm),
         "linear_bandit": (LinearBandit, _encode_learner, _decode_linear_bandit),
         "contact_rules": (ContactRules, _encode_contact_rules, _decode_contact_rules),
     }
-    from agents.neural_bandit import NeuralLinearPolicy, NeuralLinearThompson
+    from rapport.agents.neural_bandit import NeuralLinearPolicy, NeuralLinearThompson
 
     kinds["neural_linear_policy"] = (NeuralLinearPolicy, _encode_neural, _decode_neural)
     kinds["neural_linear_thompson"] = (NeuralLinearThompson, _encode_learner, _decode_neural_learner)
@@ -315,7 +315,7 @@ KINDS = storable_kinds()
 
 def _learner_types() -> tuple[type, ...]:
     """The linear learner and its named variants (which only choose the exploration rule)."""
-    from agents.bandits import EpsilonGreedy, LinearBandit, LinearThompson, LinUCB
+    from rapport.agents.bandits import EpsilonGreedy, LinearBandit, LinearThompson, LinUCB
 
     return (LinearBandit, EpsilonGreedy, LinUCB, LinearThompson)
 

@@ -17,8 +17,8 @@ Folder (format 2)::
                  and never by load_policy
 
 Kinds stored as data: the rule-based baselines, frozen bandit policies, bandit learners, the
-neural-linear policy, ContactRules around any of them (:mod:`experiments.policy_codec`) and
-SB3 PPO / A2C / DQN / MaskablePPO policies (:mod:`experiments.sb3_codec`). Constraints are
+neural-linear policy, ContactRules around any of them (:mod:`rapport.experiments.policy_codec`) and
+SB3 PPO / A2C / DQN / MaskablePPO policies (:mod:`rapport.experiments.sb3_codec`). Constraints are
 stored as config and re-applied at load time, sized to each batch (a weekly budget is $ per
 customer of the batch).
 
@@ -60,8 +60,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.protocol import DecisionSchema
-from experiments.config import AgentConfig, ConstraintsConfig
+from rapport.agents.protocol import DecisionSchema
+from rapport.experiments.config import AgentConfig, ConstraintsConfig
 
 FORMAT_VERSION = 2
 FORMATS = ("data", "sb3")
@@ -112,7 +112,7 @@ def save_policy(directory: str | Path, *, schema: DecisionSchema, agent: AgentCo
     """Write a policy folder (see module doc); exactly one of ``core_policy`` / ``sb3_model``.
 
     ``obs_normalization`` (SB3 models only): the VecNormalize observation statistics the model
-    was trained behind (anything :func:`agents.rl_policy.normalization_stats` takes); stored in
+    was trained behind (anything :func:`rapport.agents.rl_policy.normalization_stats` takes); stored in
     ``meta.json`` and applied again by :func:`load_policy` and by exports. ``sb3_checkpoint``:
     also write SB3's own ``model.zip`` (to resume training; never read by :func:`load_policy`).
     A policy that cannot be stored as data raises ``TypeError`` naming its class."""
@@ -130,8 +130,8 @@ def save_policy(directory: str | Path, *, schema: DecisionSchema, agent: AgentCo
         algo = SB3_ALGO_NAMES.get(type(sb3_model).__name__)
         if algo is None:
             raise ValueError(f"cannot save SB3 model of type {type(sb3_model).__name__}")
-        from agents.rl_policy import normalization_stats
-        from experiments.sb3_codec import StoredSB3Model, encode_sb3
+        from rapport.agents.rl_policy import normalization_stats
+        from rapport.experiments.sb3_codec import StoredSB3Model, encode_sb3
 
         config, arrays, tensors = encode_sb3(sb3_model)
         _write_data(d, arrays, tensors)
@@ -147,7 +147,7 @@ def save_policy(directory: str | Path, *, schema: DecisionSchema, agent: AgentCo
         if obs_normalization is not None:
             raise ValueError("obs_normalization applies to SB3 models (sb3_model=...), not to "
                              f"{type(core_policy).__name__}")
-        from experiments.policy_codec import CODEC_VERSION, encode_policy
+        from rapport.experiments.policy_codec import CODEC_VERSION, encode_policy
 
         encoded = encode_policy(core_policy, schema)
         _write_data(d, encoded.arrays, encoded.tensors)
@@ -168,7 +168,7 @@ class LoadedPolicy:
         if not self.constraints.active:
             return self.core
         if n not in self._wrapped:
-            from experiments.builders import wrap_constraints
+            from rapport.experiments.builders import wrap_constraints
 
             self._wrapped[n] = wrap_constraints(self.core, self.schema, self.constraints, n)
         return self._wrapped[n]
@@ -219,7 +219,7 @@ def _load_legacy(d: Path, meta: dict[str, Any], schema: DecisionSchema, trust_pi
     if fmt == "sb3":
         if not trust_pickle:
             raise _refuse_pickle(d, f"an SB3 model as {CHECKPOINT_FILE} only (SB3's zip loader unpickles parts of it)")
-        from agents.rl_policy import SB3Policy, load_model
+        from rapport.agents.rl_policy import SB3Policy, load_model
 
         model = load_model(d / CHECKPOINT_FILE, meta["algo"])
         return SB3Policy(model, nvec=schema.nvec if meta.get("flatten_actions") else None,
@@ -273,14 +273,14 @@ def load_policy(directory: str | Path, *, trust_pickle: bool = False) -> LoadedP
     arrays, tensors = _read_data(d)
     try:
         if fmt == "sb3":
-            from agents.rl_policy import SB3Policy
-            from experiments.sb3_codec import decode_sb3
+            from rapport.agents.rl_policy import SB3Policy
+            from rapport.experiments.sb3_codec import decode_sb3
 
             model = decode_sb3(meta["sb3"], arrays, tensors)
             core = SB3Policy(model, nvec=schema.nvec if meta.get("flatten_actions") else None,
                              greedy=bool(meta.get("greedy", True)), obs_normalization=meta.get("obs_normalization"))
         else:
-            from experiments.policy_codec import EncodedPolicy, decode_policy
+            from rapport.experiments.policy_codec import EncodedPolicy, decode_policy
 
             spec = meta["policy"]
             core = decode_policy(EncodedPolicy(spec["kind"], dict(spec.get("config", {})), arrays, tensors), schema)
@@ -301,7 +301,7 @@ def load_sb3_checkpoint(directory: str | Path, *, trust_pickle: bool = False, en
         raise UntrustedPolicyError(f"{d / CHECKPOINT_FILE}: SB3's zip loader unpickles parts of it, which runs "
                                    "code from the file; pass trust_pickle=True only for a store you trust "
                                    "(load_policy serves the policy from data without it)")
-    from agents.rl_policy import load_model
+    from rapport.agents.rl_policy import load_model
 
     return load_model(d / CHECKPOINT_FILE, meta["algo"], env=env)
 

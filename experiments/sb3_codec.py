@@ -12,7 +12,7 @@ constructor arguments, weights), the spaces and DQN's final epsilon. Here they a
 * torch tensors (``tensors``): the policy's ``state_dict``, written with ``torch.save`` and read
   with ``torch.load(weights_only=True)`` by the caller.
 
-:func:`decode_sb3` rebuilds a :class:`StoredSB3Model`, which :class:`agents.rl_policy.SB3Policy`
+:func:`decode_sb3` rebuilds a :class:`StoredSB3Model`, which :class:`rapport.agents.rl_policy.SB3Policy`
 serves exactly like the trained model (same network, same weights); it cannot ``learn``. The
 learning rate schedule is not stored (serving never steps the optimizer).
 """
@@ -63,7 +63,7 @@ def _named_classes() -> dict[str, dict[str, type]]:
 
 
 class StoredSB3Model:
-    """What :class:`agents.rl_policy.SB3Policy` reads from an SB3 algorithm, rebuilt from data:
+    """What :class:`rapport.agents.rl_policy.SB3Policy` reads from an SB3 algorithm, rebuilt from data:
     ``policy`` (the trained torch policy, eval mode), ``observation_space``, ``action_space``
     and, for DQN, ``exploration_final_eps`` and ``q_net``. The class is named after the
     algorithm (``PPO``, ``A2C``, ``DQN``, ``MaskablePPO``) for policy cards and messages."""
@@ -76,7 +76,7 @@ class StoredSB3Model:
 
     def learn(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(f"a stored {type(self).__name__} serves decisions only; to train further load "
-                        "the SB3 checkpoint (experiments.policy_store.load_sb3_checkpoint)")
+                        "the SB3 checkpoint (rapport.experiments.policy_store.load_sb3_checkpoint)")
 
 
 @functools.cache

@@ -1,6 +1,6 @@
 """Sharded evaluation of a population too large for one process: shards as Ray actors.
 
-API (same inputs and output as :func:`experiments.evaluation.evaluate`)::
+API (same inputs and output as :func:`rapport.experiments.evaluation.evaluate`)::
 
     ev = evaluate_sharded({"mass": mass_factory, "rfm": rfm}, settings, shards=8,
                           ray=RayConfig(address="auto"))          # -> Evaluation
@@ -17,12 +17,12 @@ One week, driven from the caller's process:
 
 1. *decide* — every shard applies last week's population-level values (``reducers``), asks its
    policy for actions on its rows and, when the policy is wrapped in a global weekly
-   :class:`agents.constraints.BudgetConstraint`, sends its best-ranked budget candidates;
+   :class:`rapport.agents.constraints.BudgetConstraint`, sends its best-ranked budget candidates;
 2. *budget reduce* (only with a budget) — the driver ranks the candidates of all shards exactly
    as ``BudgetConstraint`` ranks one batch (score, then customer index) and broadcasts the first
    customer the budget cannot fund; every shard funds the paid actions ranked above it;
 3. *step* — every shard steps its env and books the week per customer exactly as
-   :func:`experiments.evaluation.rollout` does, and returns per-block sums (weekly profit and
+   :func:`rapport.experiments.evaluation.rollout` does, and returns per-block sums (weekly profit and
    each reducer's partials);
 4. *population reduce* — each reducer combines the per-block partials of all blocks in
    population order; the value goes to every shard at the next *decide*.
@@ -58,11 +58,11 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-import envs
-from agents.constraints import BudgetConstraint
-from agents.validation import check_batch
-from envs.observation import FEATURE_NAMES, STAGES
-from experiments.evaluation import (
+import rapport.envs as envs
+from rapport.agents.constraints import BudgetConstraint
+from rapport.agents.validation import check_batch
+from rapport.envs.observation import FEATURE_NAMES, STAGES
+from rapport.experiments.evaluation import (
     KPI_COLUMNS,
     ROLES,
     CustomerLedger,
@@ -70,7 +70,7 @@ from experiments.evaluation import (
     Evaluation,
     result_frames,
 )
-from experiments.launchers.ray_cluster import RayConfig, init_ray, shutdown_ray
+from rapport.experiments.launchers.ray_cluster import RayConfig, init_ray, shutdown_ray
 
 COL = {c: i for i, c in enumerate(KPI_COLUMNS)}
 STAGE_COLS = [FEATURE_NAMES.index(f"stage_{s}") for s in STAGES]
@@ -388,7 +388,7 @@ def evaluate_sharded(policies: Mapping[str, Any], settings: EvalSettings, *, sha
                      roles: Mapping[str, str] | None = None, executor: str = "ray",
                      ray: RayConfig | None = None, cpus_per_shard: float | None = None,
                      budget_per_customer: float | None = None) -> Evaluation:
-    """:func:`experiments.evaluation.evaluate` with every population split into ``shards``."""
+    """:func:`rapport.experiments.evaluation.evaluate` with every population split into ``shards``."""
     roles = dict(roles or {})
     for name in policies:
         if roles.get(name, "policy") not in ROLES:
@@ -410,7 +410,7 @@ def evaluate_configured(policies: Mapping[str, Any], es: EvalSettings, settings:
                         roles: Mapping[str, str] | None = None, progress: bool = False) -> Evaluation:
     """What ``rapport-train``/``rapport-evaluate`` call: in this process, or sharded over Ray when
     ``settings.evaluation.shards`` > 1 (``settings`` is the app's ``RunConfig``)."""
-    from experiments.evaluation import evaluate
+    from rapport.experiments.evaluation import evaluate
 
     shards = settings.evaluation.shards
     if shards <= 1:

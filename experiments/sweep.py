@@ -1,14 +1,14 @@
 """Optuna sweeps over any config key, driven by Optuna's ask/tell API and Hydra's compose API.
 
-    python -m experiments.sweep experiment=sweep_linucb
-    python -m experiments.sweep experiment=sweep_ppo sweep.n_trials=6 sweep.n_jobs=2
-    python -m experiments.sweep agent=mass '+sweep.params={agent.params.every_k_weeks: "range(1, 9)"}'
+    python -m rapport.experiments.sweep experiment=sweep_linucb
+    python -m rapport.experiments.sweep experiment=sweep_ppo sweep.n_trials=6 sweep.n_jobs=2
+    python -m rapport.experiments.sweep agent=mass '+sweep.params={agent.params.every_k_weeks: "range(1, 9)"}'
 
 Why not Hydra's Optuna sweeper plugin: its release pins optuna < 3, whose SQLite storage breaks
 with SQLAlchemy 2. This module does the same job on current Optuna: it reads the search space
 from ``sweep.params`` in Hydra's sweep syntax, asks Optuna for ``sweep.n_jobs`` trials at a time,
 composes each trial's config with Hydra (the command line's overrides + the trial's values),
-runs :func:`experiments.train.run` (in joblib processes when ``n_jobs > 1``) and tells Optuna the
+runs :func:`rapport.experiments.train.run` (in joblib processes when ``n_jobs > 1``) and tells Optuna the
 trial's ``sweep.objective``.
 
 Search-space syntax (Hydra's override grammar)::
@@ -34,8 +34,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import RunConfig, register_configs, to_settings
-from experiments.errors import UserError, marks_failed_output, run_hydra_app, user_input
+from rapport.experiments.config import CONFIG_PATH, RunConfig, register_configs, to_settings
+from rapport.experiments.errors import UserError, marks_failed_output, run_hydra_app, user_input
 
 
 def search_space(params: dict[str, str]) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def _override(key: str, value: Any) -> str:
 
 def _run_trial(container: dict[str, Any], parent_run_id: str | None) -> dict[str, float]:
     """One trial in this or a worker process (a plain dict crosses the process boundary)."""
-    from experiments import train
+    from rapport.experiments import train
 
     register_configs()
     return train.run(OmegaConf.create(container), parent_run_id=parent_run_id)
@@ -100,8 +100,8 @@ def run_sweep(base_overrides: list[str], settings: RunConfig, *, compose_fn: Any
     import optuna
     from joblib import Parallel, delayed
 
-    from experiments import train
-    from experiments.tracking import (
+    from rapport.experiments import train
+    from rapport.experiments.tracking import (
         ensure_experiment,
         finish_parent_with_leaderboard,
         git_info,
@@ -184,7 +184,7 @@ def _log_study(uri: str, parent_id: str, study: Any, objective: str) -> None:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from experiments import plots
+    from rapport.experiments import plots
 
     client = MlflowClient(uri)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -212,13 +212,13 @@ def _log_study(uri: str, parent_id: str, study: Any, objective: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m experiments.sweep [overrides]`` (Hydra app over ``conf/train.yaml``); ``argv``:
+    """``python -m rapport.experiments.sweep [overrides]`` (Hydra app over ``conf/train.yaml``); ``argv``:
     the overrides (default: the command line). Failures print one line and exit non-zero."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
     register_configs()
-    config_path = str(Path(__file__).resolve().parents[1] / "conf")
+    config_path = CONFIG_PATH
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="train")
     def _app(cfg: DictConfig) -> None:
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
             run_sweep(overrides, settings,
                       compose_fn=lambda ov: hydra.compose(config_name="train", overrides=ov))
 
-    run_hydra_app(_app, argv, prog="experiments.sweep")
+    run_hydra_app(_app, argv, prog="rapport.experiments.sweep")
 
 
 if __name__ == "__main__":

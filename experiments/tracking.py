@@ -16,10 +16,10 @@ API::
 * :class:`MLflowTracker` logs to ``resolve_tracking_uri(cfg.uri)``: the config's URI, else
   ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``. Metrics are sent with
   ``log_batch`` (≤ 1000 per call) when the buffer fills and at the end, never one call each.
-* :func:`ensure_experiment` (from :mod:`experiments.tracking_store`, with
+* :func:`ensure_experiment` (from :mod:`rapport.experiments.tracking_store`, with
   :func:`resolve_tracking_uri`) creates the store and the experiment under an inter-process
   lock, so parallel runs on one fresh SQLite store all succeed; an unusable URI raises
-  :class:`~experiments.tracking_store.TrackingStoreError` naming it. Multiruns and sweeps also
+  :class:`~rapport.experiments.tracking_store.TrackingStoreError` naming it. Multiruns and sweeps also
   call it once before launching.
 * :class:`MultirunParentCallback` (a Hydra callback, wired in ``conf/hydra/default.yaml``)
   opens a parent run per ``-m`` multirun; each job's run is nested under it
@@ -40,8 +40,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from experiments.config import TrackingConfig
-from experiments.tracking_store import (  # re-exported: the public names of this module
+from rapport.experiments.config import TrackingConfig
+from rapport.experiments.tracking_store import (  # re-exported: the public names of this module
     TrackingStoreError,
     ensure_experiment,
     resolve_tracking_uri,
@@ -211,8 +211,8 @@ class MLflowTracker:
 
     def log_policy_model(self, policy_dir: str | Path, *, input_example: Any = None, name: str = "policy",
                          registered_model_name: str | None = None) -> str | None:
-        """Log a saved policy (``experiments.policy_store``) as an MLflow pyfunc model."""
-        from experiments.policy_store import log_pyfunc_model
+        """Log a saved policy (``rapport.experiments.policy_store``) as an MLflow pyfunc model."""
+        from rapport.experiments.policy_store import log_pyfunc_model
 
         return log_pyfunc_model(policy_dir, name=name, input_example=input_example,
                                 registered_model_name=registered_model_name)
@@ -382,7 +382,7 @@ def finish_parent_with_leaderboard(tracking_uri: str, parent_run_id: str) -> str
     client.set_tag(parent_run_id, "rapport.children", str(len(children)))
     if children and not failed:
         try:
-            from experiments.compare import log_leaderboard_to_run
+            from rapport.experiments.compare import log_leaderboard_to_run
 
             log_leaderboard_to_run(tracking_uri, parent_run_id, [c.info.run_id for c in children])
         except Exception as err:  # the children are valid; a leaderboard problem must not fail them

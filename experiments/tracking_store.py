@@ -20,7 +20,7 @@ ones see the recorded revision in the store itself and skip the lock (opening a 
 purpose (removing it would let a third process lock a different file). Remote stores
 (``http(s)://``, databases on a server) are not locked here. Every process calls
 :func:`prepare_store` (through :func:`ensure_experiment`) before its first other MLflow call
-on the store, as :class:`experiments.tracking.MLflowTracker`, the multirun callback and the
+on the store, as :class:`rapport.experiments.tracking.MLflowTracker`, the multirun callback and the
 sweep driver do.
 
 Only local stores are checked by :func:`check_tracking_uri` (their folder must exist or be
@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from experiments.errors import UserError
+from rapport.experiments.errors import UserError
 
 LOCK_TIMEOUT_S = 300.0
 """Longest wait for another process's store creation (a migration takes seconds)."""
@@ -53,7 +53,7 @@ VALID_URIS = ("sqlite:///<path>.db (a file in a writable folder, created on firs
 
 class TrackingStoreError(UserError):
     """The tracking URI cannot be used (the message names it and the valid forms); bad input,
-    so the apps print it as one line and exit 2 (:mod:`experiments.errors`)."""
+    so the apps print it as one line and exit 2 (:mod:`rapport.experiments.errors`)."""
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:

@@ -23,10 +23,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import builders
-from experiments.config import RunConfig, check_evaluation_fits, register_configs, to_settings
-from experiments.errors import marks_failed_output, run_hydra_app, user_input
-from experiments.evaluation import (
+from rapport.experiments import builders
+from rapport.experiments.config import (
+    CONFIG_PATH,
+    RunConfig,
+    check_evaluation_fits,
+    register_configs,
+    to_settings,
+)
+from rapport.experiments.errors import marks_failed_output, run_hydra_app, user_input
+from rapport.experiments.evaluation import (
     EvalSettings,
     Evaluation,
     Summary,
@@ -34,16 +40,16 @@ from experiments.evaluation import (
     segment_table,
     summarize,
 )
-from experiments.progress import progress_enabled
-from experiments.sharding import evaluate_configured
-from experiments.tracking import Tracker, flatten_params, multirun_parent, start_run
+from rapport.experiments.progress import progress_enabled
+from rapport.experiments.sharding import evaluate_configured
+from rapport.experiments.tracking import Tracker, flatten_params, multirun_parent, start_run
 
 ORACLE = builders.MYOPIC_ORACLE
 
 
 def validate(cfg: DictConfig | RunConfig) -> tuple[RunConfig, Any]:
     """Everything that can be checked without doing the work: raises
-    :class:`~experiments.errors.UserError` (a ValueError) naming the key."""
+    :class:`~rapport.experiments.errors.UserError` (a ValueError) naming the key."""
     settings = to_settings(cfg)
     with user_input():
         if settings.agent is None:
@@ -99,7 +105,7 @@ def _hydra_tags() -> dict[str, str]:
 
 def run(cfg: DictConfig | RunConfig, *, parent_run_id: str | None = None) -> dict[str, float]:
     """Train and evaluate the configured agent; returns its metrics (glossary keys)."""
-    from experiments.training import train_agent
+    from rapport.experiments.training import train_agent
 
     settings, scenario = validate(cfg)
     seeds = builders.derive_seeds(settings.seed, settings.evaluation.seeds, settings.evaluation.seed)
@@ -155,8 +161,8 @@ def _log_outputs(tracker: Tracker, settings: RunConfig, trained: Any, ev: Evalua
     """Tables, plots and the policy model (skipped for the null tracker)."""
     if tracker.run_id is None:
         return
-    from experiments import plots
-    from experiments.policy_store import save_policy
+    from rapport.experiments import plots
+    from rapport.experiments.policy_store import save_policy
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "evaluation"
@@ -201,11 +207,11 @@ def _log_outputs(tracker: Tracker, settings: RunConfig, trained: Any, ev: Evalua
 def main(argv: list[str] | None = None) -> None:
     """Console script ``rapport-train`` (Hydra app over ``conf/train.yaml``); ``argv``: the
     overrides (default: the command line). Failures print one line and exit non-zero
-    (:mod:`experiments.errors`)."""
+    (:mod:`rapport.experiments.errors`)."""
     import hydra
 
     register_configs()
-    config_path = str(Path(__file__).resolve().parents[1] / "conf")
+    config_path = CONFIG_PATH
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="train")
     def _app(cfg: DictConfig) -> float | None:

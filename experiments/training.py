@@ -16,7 +16,7 @@ to the tracker (batched by the tracker).
   ``train/mean_propensity``, ``train/episode``.
 * **rl**: ``model.learn(train.timesteps)`` on a ``BatchedVecEnv`` over the training population
   (SAME_STEP autoreset, as SB3 expects), rewarded by ``agent.training_objective``
-  (``agents.objective``: lifetime value at the evaluation's discount with the residual value
+  (``rapport.agents.objective``: lifetime value at the evaluation's discount with the residual value
   paid at the horizon, unless ``agent.objective=myopic``); SB3's own logs (``train/…``, ``rollout/…``,
   ``time/…``) become the per-iteration metrics, stepped by ``time/total_timesteps``.
 """
@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from agents.protocol import Policy
-from experiments import builders
-from experiments.builders import PolicyFactory, Seeds
-from experiments.config import RunConfig
-from experiments.progress import bar
-from experiments.tracking import Tracker
+from rapport.agents.protocol import Policy
+from rapport.experiments import builders
+from rapport.experiments.builders import PolicyFactory, Seeds
+from rapport.experiments.config import RunConfig
+from rapport.experiments.progress import bar
+from rapport.experiments.tracking import Tracker
 
 
 @dataclass
@@ -124,8 +124,8 @@ def _train_bandit(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tra
 def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker, progress: bool) -> Trained:
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.rl_policy import SB3Policy
-    from agents.sb3_adapter import BatchedVecEnv
+    from rapport.agents.rl_policy import SB3Policy
+    from rapport.agents.sb3_adapter import BatchedVecEnv
 
     gamma = settings.learner_discount()
     env = builders.make_training_env(settings.env, settings.agent, settings.evaluation.weekly_discount,

@@ -33,9 +33,9 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from agents.bandits import EpsilonGreedy, LinearThompson, LinUCB  # noqa: E402
-from agents.baselines import UniformRandom  # noqa: E402
-from agents.protocol import DecisionSchema  # noqa: E402
+from rapport.agents.bandits import EpsilonGreedy, LinearThompson, LinUCB  # noqa: E402
+from rapport.agents.baselines import UniformRandom  # noqa: E402
+from rapport.agents.protocol import DecisionSchema  # noqa: E402
 
 
 def make_stream(d: int, K: int, n: int, scale: float, seed: int):
@@ -148,7 +148,7 @@ def main() -> None:
             agents = {"linucb_textbook_alpha": agents["linucb_textbook_alpha"]}
         seed_results = {name: run_agent(agent, x, p, u, args.batch, seed + 1) for name, agent in agents.items()}
         if not args.no_neural and i == 0:
-            from agents.neural_bandit import NeuralLinearThompson
+            from rapport.agents.neural_bandit import NeuralLinearThompson
 
             m = min(args.neural_rows, args.n)
             neural = NeuralLinearThompson(schema, seed=seed + 2)

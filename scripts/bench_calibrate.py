@@ -14,7 +14,7 @@ Each measurement runs in a fresh child process, so ``ru_maxrss`` (peak resident 
 process) covers the calibration alone, not the generation:
 
 * ``load+fit``: chunked read, cleaning, summary and the BG/NBD and Gamma-Gamma fits;
-* ``full`` (with ``--full``): :func:`envs.calibration.run_calibration` end to end with
+* ``full`` (with ``--full``): :func:`rapport.envs.calibration.run_calibration` end to end with
   ``--replicates`` simulated copies of the cohort (the simulation step's cost grows with
   replicates x customers; the 10^7-row target is about reading, cleaning and fitting).
 
@@ -115,7 +115,7 @@ def write_log(rows: int, fmt: str, folder: Path) -> Path:
 
 def measure(path: str, full: bool, replicates: int) -> dict:
     """Run in the child process: time the calibration of ``path``; peak RSS of this process."""
-    from envs.calibration import LogColumns, fit_models, load_cohort, run_calibration
+    from rapport.envs.calibration import LogColumns, fit_models, load_cohort, run_calibration
 
     columns = LogColumns(order_id="order_id")
     start = time.perf_counter()

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.export.decision_runtime import DecisionRunner
-from experiments.export.exporter import export_policy
-from experiments.export.samples import quick_bandit, quick_sb3_policy, random_observations
+from rapport.experiments.export.decision_runtime import DecisionRunner
+from rapport.experiments.export.exporter import export_policy
+from rapport.experiments.export.samples import quick_bandit, quick_sb3_policy, random_observations
 
 POLICIES = (("ppo_greedy", "ppo_vecnormalize", "greedy"),
             ("ppo_explore", "ppo_vecnormalize", "explore"),
@@ -88,7 +88,7 @@ def _free_port() -> int:
 def served_latency(root: Path, export, requests: int) -> dict:
     import mlflow
 
-    from experiments.export.pyfunc import log_policy_model, register_policy_model
+    from rapport.experiments.export.pyfunc import log_policy_model, register_policy_model
 
     uri = f"sqlite:///{root}/mlflow.db"
     mlflow.set_tracking_uri(uri)
@@ -144,7 +144,7 @@ def served_latency(root: Path, export, requests: int) -> dict:
 
 def random_customer(spec) -> dict:
     """One random valid customer as a request record."""
-    from agents.protocol import DecisionSchema
+    from rapport.agents.protocol import DecisionSchema
 
     schema = DecisionSchema(spec.feature_names, spec.nvec, spec.channel_names, spec.offer_names,
                             spec.spend_levels)

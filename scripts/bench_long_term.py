@@ -1,7 +1,7 @@
 """Long-term value: learning agents against mass marketing on profit *and* lifetime value.
 
 Trains each configured RL variant through the same code path as ``rapport-train``
-(``experiments.training.train_agent`` on a config composed from ``conf/``), then evaluates every
+(``rapport.experiments.training.train_agent`` on a config composed from ``conf/``), then evaluates every
 policy on the same held-out populations (common random numbers) with mass marketing as the
 baseline, and prints, per policy, the five numbers a result must show together: 52-week profit,
 lifetime value, churned share, opt-outs and contacts per customer, each with its paired 95 % CI
@@ -40,11 +40,11 @@ from pathlib import Path  # noqa: E402
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from experiments import builders  # noqa: E402
-from experiments.config import register_configs, to_settings  # noqa: E402
-from experiments.evaluation import EvalSettings, evaluate, segment_table, summarize  # noqa: E402
-from experiments.tracking import NullTracker  # noqa: E402
-from experiments.training import train_agent  # noqa: E402
+from rapport.experiments import builders  # noqa: E402
+from rapport.experiments.config import register_configs, to_settings  # noqa: E402
+from rapport.experiments.evaluation import EvalSettings, evaluate, segment_table, summarize  # noqa: E402
+from rapport.experiments.tracking import NullTracker  # noqa: E402
+from rapport.experiments.training import train_agent  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 KEYS = {"profit": "kpi/profit_per_customer", "ltv": "kpi/lifetime_value_per_customer",

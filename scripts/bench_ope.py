@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from agents.ope import BanditData, dm, dr, ips, snips
+from rapport.agents.ope import BanditData, dm, dr, ips, snips
 
 
 def synthetic(n: int, K: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ standard error over all customers, and the mean per population). Learners are tr
   opt-outs, so it is run the way marketers deploy one: inside a contact policy
   (``ContactRules(quiet_weeks=--quiet-weeks)``, at most one contact per that many weeks), and
   also without it, to show what happens then;
-* PPO (``agents.rl.make_ppo`` with 16 minibatches, learning rate 5e-4, entropy 0.001 and
+* PPO (``rapport.agents.rl.make_ppo`` with 16 minibatches, learning rate 5e-4, entropy 0.001 and
   discount 0.95 — tuned for a few-minute budget on 5,000 customers of eval seed 2025 —,
   observation/reward normalisation via SB3's ``VecNormalize``, whose
   statistics are applied when serving), trained for a wall-clock budget of ``--ppo-seconds``,
@@ -46,12 +46,12 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-import envs  # noqa: E402
-from agents import baselines  # noqa: E402
-from agents.bandits import LinUCB  # noqa: E402
-from agents.constraints import ContactRules  # noqa: E402
-from agents.protocol import DecisionSchema, Policy  # noqa: E402
-from agents.validation import all_joint_actions  # noqa: E402
+import rapport.envs as envs  # noqa: E402
+from rapport.agents import baselines  # noqa: E402
+from rapport.agents.bandits import LinUCB  # noqa: E402
+from rapport.agents.constraints import ContactRules  # noqa: E402
+from rapport.agents.protocol import DecisionSchema, Policy  # noqa: E402
+from rapport.agents.validation import all_joint_actions  # noqa: E402
 
 HORIZON = 52
 MASS = "mass_marketing (email / 4 weeks)"
@@ -122,8 +122,8 @@ def train_ppo(args) -> tuple[Any, Any, dict[str, float]]:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents.rl import make_ppo
-    from agents.sb3_adapter import BatchedVecEnv
+    from rapport.agents.rl import make_ppo
+    from rapport.agents.sb3_adapter import BatchedVecEnv
 
     class WallClock(BaseCallback):
         def __init__(self, seconds: float):
@@ -152,7 +152,7 @@ def train_ppo(args) -> tuple[Any, Any, dict[str, float]]:
 
 
 def ppo_policy(model, normalize, greedy: bool) -> Policy:
-    from agents.rl_policy import SB3Policy
+    from rapport.agents.rl_policy import SB3Policy
 
     # The VecNormalize statistics PPO was trained behind travel with the policy.
     return SB3Policy(model, greedy=greedy, obs_normalization=normalize)
@@ -185,9 +185,9 @@ def main() -> None:
                     help="discount; 0.95 (a ~20-week horizon) learnt faster and further than 0.99 here")
     ap.add_argument("--no-ppo-normalize", dest="ppo_normalize", action="store_false")
     ap.add_argument("--ppo-minibatches", type=int, default=16,
-                    help="minibatches per epoch (agents.rl default 4: more gradient steps per sample here)")
+                    help="minibatches per epoch (rapport.agents.rl default 4: more gradient steps per sample here)")
     ap.add_argument("--ppo-lr", type=float, default=5e-4)
-    ap.add_argument("--ppo-ent", type=float, default=0.001, help="entropy bonus (agents.rl default 0.01)")
+    ap.add_argument("--ppo-ent", type=float, default=0.001, help="entropy bonus (rapport.agents.rl default 0.01)")
     args = ap.parse_args()
 
     probe = make_env(1)

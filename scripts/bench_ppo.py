@@ -1,4 +1,4 @@
-"""PPO training throughput on a natively batched env, with the tuned defaults of agents.rl.
+"""PPO training throughput on a natively batched env, with the tuned defaults of rapport.agents.rl.
 
 Measures customer-weeks (env steps) per second of wall time for ``PPO.learn`` and splits the wall
 time into: the native ``env.step`` calls, the SB3 adapter around them (copies, infos, resets),
@@ -25,19 +25,19 @@ import gymnasium
 import numpy as np
 import torch
 
-from agents.rl import make_maskable_ppo, make_ppo
-from agents.sb3_adapter import BatchedVecEnv
+from rapport.agents.rl import make_maskable_ppo, make_ppo
+from rapport.agents.sb3_adapter import BatchedVecEnv
 
 SANITY = ("fatigue", "churn", "best_offer")
 
 
 def make_env(name: str, n_envs: int, mode: str) -> gymnasium.vector.VectorEnv:
     if name in SANITY:
-        from envs.sanity import BestOfferEnv, ChurnEnv, FatigueEnv
+        from rapport.envs.sanity import BestOfferEnv, ChurnEnv, FatigueEnv
 
         cls = {"fatigue": FatigueEnv, "churn": ChurnEnv, "best_offer": BestOfferEnv}[name]
         return cls(num_envs=n_envs, autoreset_mode=mode)
-    import envs  # noqa: F401  (registers Rapport/* ids)
+    import rapport.envs as envs  # noqa: F401  (registers Rapport/* ids)
 
     if "Rapport/Population-v0" not in gymnasium.registry:
         raise SystemExit("Rapport/Population-v0 is not registered by `import envs` yet")
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--mode", default="same_step", choices=["same_step", "next_step"])
     parser.add_argument("--rollout-size", type=int, default=32768)
     parser.add_argument("--n-minibatches", type=int, default=4)
-    parser.add_argument("--n-epochs", type=int, default=None, help="default: agents.rl's")
+    parser.add_argument("--n-epochs", type=int, default=None, help="default: rapport.agents.rl's")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--masked", action="store_true", help="MaskablePPO instead of PPO")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false")

@@ -31,16 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.launchers.ray_cluster import LOOPBACK_ENV, LocalCluster, RayConfig
+from rapport.experiments.launchers.ray_cluster import LOOPBACK_ENV, LocalCluster, RayConfig
 
 
 def bench_evaluation(address: str, customers: int, weeks: int) -> dict[str, float]:
-    import envs
-    from agents.baselines import RFMSegmentRules
-    from agents.constraints import BudgetConstraint
-    from experiments.builders import schema_of
-    from experiments.evaluation import EvalSettings
-    from experiments.sharding import ShardPool
+    import rapport.envs as envs
+    from rapport.agents.baselines import RFMSegmentRules
+    from rapport.agents.constraints import BudgetConstraint
+    from rapport.experiments.builders import schema_of
+    from rapport.experiments.evaluation import EvalSettings
+    from rapport.experiments.sharding import ShardPool
 
     settings = EvalSettings(envs.get_scenario("retail"), customers=customers, horizon=weeks, seeds=(0,),
                             blocks=200)

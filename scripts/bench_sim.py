@@ -31,7 +31,7 @@ import time
 import gymnasium
 import numpy as np
 
-import envs
+import rapport.envs as envs
 
 
 def mixed_plan(n: int, rng: np.random.Generator, nvec=(6, 8, 4), contact_share: float = 0.3,

@@ -3,12 +3,12 @@
     python scripts/calibrate.py --transactions tests/data/cdnow_sample.csv \\
         --calibration-end 1997-09-30 --holdout-end 1998-06-30 --out runs/cdnow --keep-duplicates
 
-See :mod:`experiments.calibrate` for the options, the cleaning rules and the exit statuses.
+See :mod:`rapport.experiments.calibrate` for the options, the cleaning rules and the exit statuses.
 """
 
 import sys
 
-from experiments.calibrate import EXIT_BAD_INPUT, build_parser, main
+from rapport.experiments.calibrate import EXIT_BAD_INPUT, build_parser, main
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 

@@ -4,7 +4,7 @@
     python scripts/compare.py --experiment baselines --metric kpi/lifetime_value_per_customer --out results/
 """
 
-from experiments.compare import main
+from rapport.experiments.compare import main
 
 if __name__ == "__main__":
     main()

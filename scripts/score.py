@@ -15,7 +15,7 @@ one line (``error: ...``) and exits 2 for bad input (1 otherwise); ``--traceback
 ``HYDRA_FULL_ERROR=1``) shows the traceback instead. The output file appears only when the
 whole batch was scored.
 
-Output: the logged-feedback layout of :mod:`agents.ope.logged` -- ``customer_id, episode, week``,
+Output: the logged-feedback layout of :mod:`rapport.agents.ope.logged` -- ``customer_id, episode, week``,
 the features (float32), ``channel, offer, spend_level, action`` (joint index), ``propensity`` --
 with its file metadata (feature names, nvec, provenance). ``reward`` is there but NaN: the
 outcome of a decision is observed later; fill it in (e.g. join the week's profit per customer)
@@ -35,8 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agents.ope.logged import ACTION_COLUMNS, METADATA_KEY
-from experiments.errors import (
+from rapport.agents.ope.logged import ACTION_COLUMNS, METADATA_KEY
+from rapport.experiments.errors import (
     EXIT_INPUT,
     UserError,
     check_writable,
@@ -44,7 +44,7 @@ from experiments.errors import (
     full_error_requested,
     staged_file,
 )
-from experiments.export.decision_runtime import (
+from rapport.experiments.export.decision_runtime import (
     DecisionRunner,
     InvalidDecisionInput,
     validate_features,
@@ -64,7 +64,7 @@ def _runner(path: Path, threads: int | None) -> DecisionRunner:
 
 def load_runner(model: str, threads: int | None = None) -> tuple[DecisionRunner, str]:
     """The ONNX decision behind ``model`` (see the module doc) and a description of it;
-    :class:`~experiments.errors.UserError` when there is none."""
+    :class:`~rapport.experiments.errors.UserError` when there is none."""
     path = Path(model)
     if path.suffix == ".onnx" and path.is_file():
         return _runner(path, threads), str(path)

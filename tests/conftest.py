@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import envs
+import rapport.envs as envs
 
 
 @pytest.fixture

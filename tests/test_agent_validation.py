@@ -4,9 +4,9 @@ nothing allowed get do-nothing and are counted, never a silent wrong action."""
 import numpy as np
 import pytest
 
-from agents.baselines import DoNothing, MassMarketing, UniformRandom
-from agents.protocol import DecisionSchema
-from agents.validation import (
+from rapport.agents.baselines import DoNothing, MassMarketing, UniformRandom
+from rapport.agents.protocol import DecisionSchema
+from rapport.agents.validation import (
     all_joint_actions,
     check_arms,
     check_batch,
@@ -26,8 +26,7 @@ def population_schema(env) -> DecisionSchema:
 
 @pytest.fixture(scope="module")
 def retail():
-    import envs
-
+    import rapport.envs as envs
     env = envs.PopulationEnv(num_envs=500, scenario="retail")
     obs, info = env.reset(seed=3)
     return population_schema(env), obs, info["action_mask"]

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import evaluate, log_feedback, ope, sweep, train
-from experiments.errors import EXIT_INPUT, EXIT_INTERNAL, UserError
-from experiments.export import cli as export_cli
+from rapport.experiments import evaluate, log_feedback, ope, sweep, train
+from rapport.experiments.errors import EXIT_INPUT, EXIT_INTERNAL, UserError
+from rapport.experiments.export import cli as export_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -35,7 +35,7 @@ _spec.loader.exec_module(score)
 
 APPS = {"train": (train.main, "rapport-train"), "evaluate": (evaluate.main, "rapport-evaluate"),
         "export": (export_cli.main, "rapport-export"), "ope": (ope.main, "rapport-ope"),
-        "log": (log_feedback.main, "rapport-log"), "sweep": (sweep.main, "experiments.sweep"),
+        "log": (log_feedback.main, "rapport-log"), "sweep": (sweep.main, "rapport.experiments.sweep"),
         "score": (score.main, "error")}
 HEX = "0123456789abcdef0123456789abcdef"
 
@@ -170,8 +170,8 @@ ROWS = [
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """An exported policy, customer files good and bad, folders that are not policies."""
-    from experiments.export.exporter import export_policy
-    from experiments.export.samples import quick_bandit, random_observations
+    from rapport.experiments.export.exporter import export_policy
+    from rapport.experiments.export.samples import quick_bandit, random_observations
 
     root = tmp_path_factory.mktemp("bad_inputs")
     bandit, schema = quick_bandit("linucb")
@@ -354,8 +354,8 @@ def test_a_failed_log_run_leaves_no_parquet(stored_workdir, capsys, monkeypatch)
 
 
 def test_a_failed_export_leaves_no_policy_file_that_scores(files, tmp_path, monkeypatch):
-    from experiments.export import exporter, torch_export
-    from experiments.export.samples import quick_bandit
+    from rapport.experiments.export import exporter, torch_export
+    from rapport.experiments.export.samples import quick_bandit
 
     def broken(*args, **kwargs):
         raise RuntimeError("torch.export failed")

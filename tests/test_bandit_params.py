@@ -4,12 +4,12 @@ from the constructor and from a Hydra override (``agent.params.alpha=nan`` used 
 import numpy as np
 import pytest
 
-from agents.bandit_rewards import LTVProxyReward
-from agents.bandits import EpsilonGreedy, LinearBandit, LinearThompson, LinUCB
-from agents.exploration import rule_from_dict
-from agents.neural_bandit import NeuralLinearThompson
-from agents.protocol import DecisionSchema
-from agents.ridge import DisjointRidge
+from rapport.agents.bandit_rewards import LTVProxyReward
+from rapport.agents.bandits import EpsilonGreedy, LinearBandit, LinearThompson, LinUCB
+from rapport.agents.exploration import rule_from_dict
+from rapport.agents.neural_bandit import NeuralLinearThompson
+from rapport.agents.protocol import DecisionSchema
+from rapport.agents.ridge import DisjointRidge
 
 NAN, INF = float("nan"), float("inf")
 
@@ -106,8 +106,8 @@ def test_boundary_values_are_valid():
 def test_hydra_override_with_bad_bandit_value_fails_before_any_work(override, message):
     from hydra import compose, initialize_config_dir
 
-    from experiments import builders
-    from experiments.config import register_configs, to_settings
+    from rapport.experiments import builders
+    from rapport.experiments.config import register_configs, to_settings
     from tests.test_configs import CONF
 
     register_configs()
@@ -121,8 +121,8 @@ def test_hydra_override_with_bad_bandit_value_fails_before_any_work(override, me
 def test_hydra_override_turns_standardisation_off():
     from hydra import compose, initialize_config_dir
 
-    from experiments import builders
-    from experiments.config import register_configs, to_settings
+    from rapport.experiments import builders
+    from rapport.experiments.config import register_configs, to_settings
     from tests.test_configs import CONF
 
     register_configs()

@@ -5,10 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from agents.bandits import EpsilonGreedy, LinearBandit, LinearThompson, LinUCB, LTVProxyReward
-from agents.neural_bandit import NeuralLinearThompson
-from agents.protocol import DecisionSchema
-from agents.validation import joint_index
+from rapport.agents.bandits import (
+    EpsilonGreedy,
+    LinearBandit,
+    LinearThompson,
+    LinUCB,
+    LTVProxyReward,
+)
+from rapport.agents.neural_bandit import NeuralLinearThompson
+from rapport.agents.protocol import DecisionSchema
+from rapport.agents.validation import joint_index
 
 torch.set_num_threads(1)
 
@@ -91,7 +97,7 @@ def test_neural_linear_learns_what_linear_cannot():
                                                                  propensity_draws=8)],
                          ids=["epsilon_greedy", "linucb", "thompson", "neural_linear"])
 def test_bandits_reach_best_offer_optimum_and_respect_mask(make):
-    from envs.sanity import BestOfferEnv
+    from rapport.envs.sanity import BestOfferEnv
 
     env = BestOfferEnv(num_envs=500, reward_noise=0.1)
     schema = DecisionSchema(feature_names=tuple(f"segment_{i}" for i in range(4)), nvec=(3, 4, 1),

@@ -4,7 +4,7 @@ each rule doing what its docstring says."""
 import numpy as np
 import pytest
 
-from agents.baselines import (
+from rapport.agents.baselines import (
     ChannelChoiceOnly,
     DiscountOnly,
     DoNothing,
@@ -16,7 +16,7 @@ from agents.baselines import (
     TargetingOnly,
     UniformRandom,
 )
-from agents.validation import all_joint_actions, arm_mask, joint_index, split_mask
+from rapport.agents.validation import all_joint_actions, arm_mask, joint_index, split_mask
 from tests.test_agent_validation import population_schema
 
 N = 2000
@@ -25,8 +25,7 @@ N = 2000
 @pytest.fixture(scope="module")
 def rollout():
     """Schema and (obs, mask) for 6 weeks of the retail population under uniform random."""
-    import envs
-
+    import rapport.envs as envs
     env = envs.PopulationEnv(num_envs=N, scenario="retail")
     schema = population_schema(env)
     obs, info = env.reset(seed=11)
@@ -291,8 +290,7 @@ def test_oracle_rejects_bad_profit_functions(rollout):
 
 
 def test_oracle_wired_to_the_simulator_beats_mass_marketing_this_week():
-    import envs
-
+    import rapport.envs as envs
     env = envs.PopulationEnv(num_envs=3000, scenario="retail")
     schema = population_schema(env)
     obs, info = env.reset(seed=4)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.special import hyp2f1
 
-import envs
+import rapport.envs as envs
 
 R, ALPHA, A, B = 0.243, 4.414, 0.793, 2.426
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.btyd import (
+from rapport.envs.btyd import (
     BGNBDFit,
     _bgnbd_objective,
     _gg_objective,
@@ -23,7 +23,7 @@ from envs.btyd import (
     fit_gamma_gamma,
     gamma_gamma_expected_spend,
 )
-from envs.transactions import load_transactions, summarise
+from rapport.envs.transactions import load_transactions, summarise
 
 CDNOW = Path(__file__).parent / "data" / "cdnow_sample.csv"
 # Fader, Hardie & Lee (2005a) / lifetimes 0.11.3 MLE on the CDNOW sample.

@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import envs
-from envs.calibration import (
+import rapport.envs as envs
+from rapport.envs.calibration import (
     _orders_in_time,
     _WeeklyPurchases,
     calibrated_scenario,
@@ -36,7 +36,7 @@ from envs.calibration import (
     run_calibration,
     simulate_cohort,
 )
-from envs.scenario import get_scenario
+from rapport.envs.scenario import get_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 CDNOW = ROOT / "tests" / "data" / "cdnow_sample.csv"

@@ -1,4 +1,4 @@
-"""Real logs for calibration: cleaning rules, streaming reads, bad input (envs.calibration_log).
+"""Real logs for calibration: cleaning rules, streaming reads, bad input (rapport.envs.calibration_log).
 
 Messy logs are generated from the CDNOW sample by adding what real order logs contain —
 exact duplicate rows, returns (with and without order ids), fully refunded orders, unmatched
@@ -15,19 +15,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from envs import calibration_log
-from envs.btyd import fit_gamma_gamma
-from envs.calibration import (
+from rapport.envs import calibration_log
+from rapport.envs.btyd import fit_gamma_gamma
+from rapport.envs.calibration import (
     CalibrationError,
     LogColumns,
     fit_models,
     load_cohort,
     write_outputs,
 )
-from envs.calibration_log import clean_log, read_log
-from envs.customer_days import summarise_days
-from envs.transactions import TransactionLogError, load_transactions, summarise
-from experiments.calibrate import main as cli_main
+from rapport.envs.calibration_log import clean_log, read_log
+from rapport.envs.customer_days import summarise_days
+from rapport.envs.transactions import TransactionLogError, load_transactions, summarise
+from rapport.experiments.calibrate import main as cli_main
 
 DATA = Path(__file__).resolve().parent / "data"
 CDNOW = DATA / "cdnow_sample.csv"
@@ -326,7 +326,7 @@ def test_missing_file_names_it(tmp_path):
 
 
 def test_failed_write_leaves_no_output(tmp_path, monkeypatch, capsys):
-    from envs.calibration import run_calibration
+    from rapport.envs.calibration import run_calibration
 
     result = run_calibration(CDNOW, CAL_END, HOLD_END, replicates=1, keep_duplicates=True)
     out = tmp_path / "out"

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from scipy import special
 
-from envs.btyd import bgnbd_log_likelihood, fit_gamma_gamma
-from envs.calibration import fit_models, load_cohort
-from envs.transactions import load_transactions, summarise
+from rapport.envs.btyd import bgnbd_log_likelihood, fit_gamma_gamma
+from rapport.envs.calibration import fit_models, load_cohort
+from rapport.envs.transactions import load_transactions, summarise
 
 DATA = Path(__file__).resolve().parent / "data"
 MASTER, SAMPLE = DATA / "cdnow_master.csv", DATA / "cdnow_sample.csv"

@@ -8,7 +8,7 @@ not break any of these properties (envs/market.py).
 import numpy as np
 import pytest
 
-import envs
+import rapport.envs as envs
 
 PRESETS = sorted(envs.PRESETS)
 

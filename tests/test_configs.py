@@ -11,8 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from experiments import builders, train
-from experiments.config import register_configs, to_settings
+from rapport.experiments import builders, train
+from rapport.experiments.config import register_configs, to_settings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 FAST = ["debug=fast", "tracking=none"]
@@ -57,7 +57,7 @@ def test_tracking_options_compose_and_build(option, tmp_path, monkeypatch):
         assert s.tracking.backend == "none" or option == "server"  # a server is tested in test_mlflow_server.py
         return
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    from experiments.tracking import start_run
+    from rapport.experiments.tracking import start_run
 
     with start_run(s.tracking, run_name="compose-check") as tracker:
         tracker.log_metrics({"kpi/profit_per_customer": 1.0})
@@ -104,7 +104,7 @@ def test_evaluate_config_composes():
 
 def test_hydra_settings_are_wired():
     cfg = compose_cfg(FAST, hydra_cfg=True)
-    assert cfg.hydra.callbacks.mlflow_parent._target_ == "experiments.tracking.MultirunParentCallback"
+    assert cfg.hydra.callbacks.mlflow_parent._target_ == "rapport.experiments.tracking.MultirunParentCallback"
     assert cfg.hydra.job.chdir is False
 
 
@@ -122,7 +122,7 @@ def test_every_experiment_file_smoke_runs_with_debug_fast(name):
     base = [f"experiment={name}", *FAST]
     cfg = compose_cfg(base, hydra_cfg=True)
     if cfg.sweep.params:  # an Optuna sweep: two trials through the real sweeper
-        from experiments.sweep import run_sweep
+        from rapport.experiments.sweep import run_sweep
 
         overrides = base + ["sweep.n_trials=2", "sweep.n_jobs=1"]
         study = run_sweep(overrides, to_settings(_drop_hydra(compose_cfg(overrides, hydra_cfg=True))),
@@ -140,8 +140,7 @@ def test_every_experiment_file_smoke_runs_with_debug_fast(name):
 @pytest.fixture
 def no_work(monkeypatch, tmp_path):
     """Fail loudly if a run gets past validation, and point MLflow at a store that must stay empty."""
-    import experiments.training as training
-
+    import rapport.experiments.training as training
     def boom(*args, **kwargs):
         raise AssertionError("work started before the bad config was rejected")
 

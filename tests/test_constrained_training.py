@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from agents.constrained_training import RuleMaskedEnv
-from agents.constraints import ContactRules
-from agents.rl import make_maskable_ppo
-from agents.sb3_adapter import BatchedVecEnv
-from experiments import builders
-from experiments.config import AgentConfig, ConstraintsConfig, EnvConfig
+from rapport.agents.constrained_training import RuleMaskedEnv
+from rapport.agents.constraints import ContactRules
+from rapport.agents.rl import make_maskable_ppo
+from rapport.agents.sb3_adapter import BatchedVecEnv
+from rapport.experiments import builders
+from rapport.experiments.config import AgentConfig, ConstraintsConfig, EnvConfig
 
 torch.set_num_threads(1)
-PPO_CFG = AgentConfig(name="ppo", family="rl", target="agents.rl.make_ppo", objective="lifetime_value")
+PPO_CFG = AgentConfig(name="ppo", family="rl", target="rapport.agents.rl.make_ppo", objective="lifetime_value")
 
 
 def _training_env(n: int, **rules) -> RuleMaskedEnv:

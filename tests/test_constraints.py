@@ -5,10 +5,10 @@ import itertools
 import numpy as np
 import pytest
 
-from agents.baselines import MassMarketing, UniformRandom
-from agents.constraints import BudgetConstraint, ContactRules
-from agents.protocol import DecisionSchema
-from agents.validation import joint_index
+from rapport.agents.baselines import MassMarketing, UniformRandom
+from rapport.agents.constraints import BudgetConstraint, ContactRules
+from rapport.agents.protocol import DecisionSchema
+from rapport.agents.validation import joint_index
 
 CHANNELS = ("email", "sms", "push")
 FEATURES = ("p_alive", "avg_spend", *(f"optin_{c}" for c in CHANNELS),

@@ -8,7 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
-import envs
+import rapport.envs as envs
 from tests.conftest import random_actions
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import envs
-from agents.baselines import DoNothing, MassMarketing, Oracle
-from experiments.builders import schema_of
-from experiments.evaluation import (
+import rapport.envs as envs
+from rapport.agents.baselines import DoNothing, MassMarketing, Oracle
+from rapport.experiments.builders import schema_of
+from rapport.experiments.evaluation import (
     KPI_COLUMNS,
     KPI_KEY,
     EvalSettings,

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments import compare, train
-from experiments.config import register_configs, to_settings
+from rapport.experiments import compare, train
+from rapport.experiments.config import register_configs, to_settings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GLOSSARY = (Path(__file__).resolve().parents[1] / "experiments" / "GLOSSARY.md").read_text()
@@ -85,8 +85,8 @@ def test_bandit_run_logs_config_seeds_metrics_plots_and_model(bandit_run, store)
 def test_logged_policy_is_an_mlflow_model_that_decides(bandit_run, store):
     import mlflow
 
-    import envs
-    from experiments.policy_store import load_logged_policy
+    import rapport.envs as envs
+    from rapport.experiments.policy_store import load_logged_policy
 
     run, _ = bandit_run
     mlflow.set_tracking_uri(store)
@@ -101,7 +101,7 @@ def test_logged_policy_is_an_mlflow_model_that_decides(bandit_run, store):
 
 
 def test_ppo_run_logs_sb3_metrics_per_iteration_and_a_loadable_model(ppo_run, store):
-    from experiments.policy_store import load_logged_policy
+    from rapport.experiments.policy_store import load_logged_policy
 
     run, _ = ppo_run
     assert run.info.status == "FINISHED"
@@ -210,7 +210,7 @@ def test_compare_refuses_runs_from_different_worlds(store):
 
 
 def test_evaluate_app_scores_logged_policies_with_baseline_and_oracle(bandit_run, store):
-    from experiments import evaluate
+    from rapport.experiments import evaluate
 
     run, _ = bandit_run
     result = evaluate.run(compose_cfg([f"policies=[{run.info.run_id}]", "debug=fast", f"tracking.uri={store}"],
@@ -225,7 +225,7 @@ def test_evaluate_app_scores_logged_policies_with_baseline_and_oracle(bandit_run
 
 
 def test_optuna_sweep_nests_trials_and_logs_the_best(store):
-    from experiments.sweep import run_sweep, search_space
+    from rapport.experiments.sweep import run_sweep, search_space
 
     overrides = ["experiment=sweep_mass", "debug=fast", "sweep.n_trials=3", f"tracking.uri={store}",
                  "tracking.log_model=false"]
@@ -243,7 +243,7 @@ def test_optuna_sweep_nests_trials_and_logs_the_best(store):
 
 
 def test_progress_bars_are_quiet_under_ci(monkeypatch, capsys):
-    from experiments.progress import bar, progress_enabled
+    from rapport.experiments.progress import bar, progress_enabled
 
     monkeypatch.setenv("CI", "true")
     assert not progress_enabled(True)

@@ -10,18 +10,18 @@ import pandas as pd
 import pytest
 import torch
 
-import envs
-from experiments.builders import schema_of
-from experiments.export.build import ExportSpec, build_decision_module
-from experiments.export.decision_runtime import (
+import rapport.envs as envs
+from rapport.experiments.builders import schema_of
+from rapport.experiments.export.build import ExportSpec, build_decision_module
+from rapport.experiments.export.decision_runtime import (
     DecisionRunner,
     InvalidDecisionInput,
     validate_features,
 )
-from experiments.export.exporter import export_policy, normalise_formats
-from experiments.export.modules import EligibilityLayer, EligibilityRule, exported
-from experiments.export.policy_card import build_card, card_markdown
-from experiments.export.samples import quick_bandit, random_observations
+from rapport.experiments.export.exporter import export_policy, normalise_formats
+from rapport.experiments.export.modules import EligibilityLayer, EligibilityRule, exported
+from rapport.experiments.export.policy_card import build_card, card_markdown
+from rapport.experiments.export.samples import quick_bandit, random_observations
 
 torch.set_num_threads(1)
 
@@ -33,7 +33,7 @@ def _rule(schema) -> EligibilityRule:
 # ---- eligibility ------------------------------------------------------------------------------
 def test_eligibility_layer_reproduces_the_simulators_action_mask():
     """Week after week of heavy random contact (so customers opt out of channels), the mask
-    computed from the observable opt-in columns equals envs.observation.action_mask."""
+    computed from the observable opt-in columns equals rapport.envs.observation.action_mask."""
     env = envs.PopulationEnv(num_envs=4000, horizon=30)
     schema = schema_of(env)
     rule, layer = _rule(schema), EligibilityLayer(_rule(schema))
@@ -189,7 +189,7 @@ def test_exploring_export_propensities_match_choice_frequencies(kind):
 
 # ---- errors and config ------------------------------------------------------------------------
 def test_export_rejects_what_it_cannot_export(tmp_path):
-    from agents.baselines import DoNothing
+    from rapport.agents.baselines import DoNothing
 
     bandit, schema = quick_bandit("linucb")
     with pytest.raises(ValueError, match="unknown export format.*valid: onnx, torchscript"):
@@ -204,7 +204,7 @@ def test_export_rejects_what_it_cannot_export(tmp_path):
 
 
 def test_export_config_errors_name_the_key():
-    from experiments.export.cli import ExportConfig, to_config
+    from rapport.experiments.export.cli import ExportConfig, to_config
 
     with pytest.raises(ValueError, match="run_id"):
         ExportConfig()

@@ -17,9 +17,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from experiments.config import register_configs
-from experiments.export.modules import EligibilityRule
-from experiments.export.samples import random_observations
+from rapport.experiments.config import register_configs
+from rapport.experiments.export.modules import EligibilityRule
+from rapport.experiments.export.samples import random_observations
 
 torch.set_num_threads(1)
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -33,7 +33,7 @@ def trained_run(tmp_path_factory):
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     register_configs()
-    from experiments.train import run as train
+    from rapport.experiments.train import run as train
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         train(compose("train", overrides=["agent=linucb", "debug=fast", "tracking.experiment=cli",
@@ -50,8 +50,8 @@ def trained_run(tmp_path_factory):
 
 def test_rapport_export_run_registers_a_champion_that_decides_like_the_run(trained_run):
     tmp, uri, run_id = trained_run
-    from experiments.export.cli import run as export
-    from experiments.policy_store import load_logged_policy
+    from rapport.experiments.export.cli import run as export
+    from rapport.experiments.policy_store import load_logged_policy
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("export", overrides=[f"run_id={run_id}", f"out_dir={tmp}/out",
@@ -118,9 +118,9 @@ def test_console_script_exports_a_challenger(trained_run):
 
 def _incumbent_log(path: Path, schema, customers: int = 400, weeks: int = 4) -> Path:
     """Logged feedback of a uniform-random incumbent (exact propensities) on a small population."""
-    import envs
-    from agents.baselines import UniformRandom
-    from agents.ope import LoggedFeedback
+    import rapport.envs as envs
+    from rapport.agents.baselines import UniformRandom
+    from rapport.agents.ope import LoggedFeedback
 
     env = envs.PopulationEnv(num_envs=customers, horizon=weeks, include_latent=False)
     incumbent, rng = UniformRandom(schema), np.random.default_rng(0)
@@ -138,8 +138,8 @@ def _incumbent_log(path: Path, schema, customers: int = 400, weeks: int = 4) -> 
 
 def test_promotion_gate_decides_the_alias_and_is_recorded(trained_run):
     tmp, uri, run_id = trained_run
-    from experiments.export.cli import run as export
-    from experiments.policy_store import load_logged_policy
+    from rapport.experiments.export.cli import run as export
+    from rapport.experiments.policy_store import load_logged_policy
 
     schema = load_logged_policy(f"runs:/{run_id}/policy").schema
     log = _incumbent_log(tmp / "incumbent.parquet", schema)

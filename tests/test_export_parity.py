@@ -24,17 +24,17 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.export.build import build_decision_module
-from experiments.export.modules import EligibilityRule
-from experiments.export.onnx import export_onnx
-from experiments.export.pyfunc import save_policy_model
-from experiments.export.samples import (
+from rapport.experiments.export.build import build_decision_module
+from rapport.experiments.export.modules import EligibilityRule
+from rapport.experiments.export.onnx import export_onnx
+from rapport.experiments.export.pyfunc import save_policy_model
+from rapport.experiments.export.samples import (
     SB3_KINDS,
     quick_bandit,
     quick_sb3_policy,
     random_observations,
 )
-from experiments.export.torch_export import export_pt2
+from rapport.experiments.export.torch_export import export_pt2
 
 torch.set_num_threads(1)
 
@@ -70,7 +70,7 @@ def _in_memory(kind: str, mode: str, policy, schema, norm, obs, mask):
 def _inner_sb3(policy, mode: str, norm, obs):
     """The bare SB3Policy (no observation normalisation of its own) and the observations
     normalised once, by the VecNormalize itself: the reference both checks below score."""
-    from agents.rl_policy import SB3Policy
+    from rapport.agents.rl_policy import SB3Policy
 
     inner = SB3Policy(policy.model, nvec=policy.nvec if policy.flattened else None,
                       greedy=mode == "greedy", epsilon=policy.epsilon)
@@ -93,7 +93,7 @@ def _indifferent(kind: str, policy, norm, obs, mask) -> np.ndarray:
         if policy._is_dqn:
             with torch.no_grad():
                 q = policy.model.policy.q_net(torch.as_tensor(x)).numpy().astype(np.float64)
-            from agents.sb3_adapter import joint_action_mask
+            from rapport.agents.sb3_adapter import joint_action_mask
 
             tables = [np.where(joint_action_mask(mask, policy.nvec), q, -np.inf)]
             tol = 1e-6
@@ -102,7 +102,7 @@ def _indifferent(kind: str, policy, norm, obs, mask) -> np.ndarray:
             inner, x = _inner_sb3(policy, "greedy", norm, obs)
             tables, tol = inner.action_probabilities(x, mask), 1e-7
     else:
-        from agents.validation import arm_mask, split_mask
+        from rapport.agents.validation import arm_mask, split_mask
 
         frozen = policy.policy()
         allowed = arm_mask(split_mask(mask, tuple(frozen.schema.nvec)), frozen.arms)
@@ -194,7 +194,7 @@ TORCH_AND_MLFLOW = """
 
 def _reload(root: Path, cases: dict) -> dict:
     """Outputs of every format, computed in fresh processes; returns the ONNX process report."""
-    from experiments.export.decision_runtime import DecisionRunner
+    from rapport.experiments.export.decision_runtime import DecisionRunner
 
     for name, case in cases.items():  # the exploration noise a seeded runner would draw
         runner = DecisionRunner(case["onnx"], threads=1)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents.constraints import ContactRules
-from experiments.export.build import build_decision_module
-from experiments.export.exporter import export_policy
-from experiments.export.modules import EligibilityRule, exported
-from experiments.export.samples import quick_bandit, quick_sb3_policy, random_observations
+from rapport.agents.constraints import ContactRules
+from rapport.experiments.export.build import build_decision_module
+from rapport.experiments.export.exporter import export_policy
+from rapport.experiments.export.modules import EligibilityRule, exported
+from rapport.experiments.export.samples import quick_bandit, quick_sb3_policy, random_observations
 
 torch.set_num_threads(1)
 RULES = {"max_contacts_4w": 4, "quiet_weeks": 2, "weekly_budget_per_customer": None}

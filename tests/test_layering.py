@@ -1,4 +1,5 @@
-"""Architecture guard: envs/ and agents/ never import each other, experiments, mlflow or hydra."""
+"""Architecture guard: envs/ and agents/ never import each other, experiments, mlflow or hydra;
+the folders are imported only as rapport.<package>; experiments modules import no circle."""
 
 import ast
 from pathlib import Path
@@ -7,9 +8,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
-    "envs": {"agents", "experiments", "mlflow", "hydra", "omegaconf"},
-    "agents": {"envs", "experiments", "mlflow", "hydra", "omegaconf"},
+    "envs": {"rapport.agents", "rapport.experiments", "mlflow", "hydra", "omegaconf"},
+    "agents": {"rapport.envs", "rapport.experiments", "mlflow", "hydra", "omegaconf"},
 }
+# The top-level folders install as rapport.envs / rapport.agents / rapport.experiments: importing
+# them by their folder names would load a second copy of every module (or a user's own package).
+LEGACY = {"envs", "agents", "experiments"}
+
+
+def _package_of(module: str) -> str:
+    """``rapport.envs.dynamics`` -> ``rapport.envs``; ``mlflow.pyfunc`` -> ``mlflow``."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "rapport" and len(parts) > 1 else parts[0]
 
 
 def imported_top_levels(path: Path) -> set[str]:
@@ -17,9 +27,9 @@ def imported_top_levels(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
+            names.update(_package_of(a.name) for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(_package_of(node.module))
     return names
 
 
@@ -36,8 +46,16 @@ def test_package_respects_layering(package):
 
 def test_detector_catches_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import mlflow\nfrom agents.protocol import Policy\nfrom . import sibling\n")
-    assert imported_top_levels(bad) == {"mlflow", "agents"}
+    bad.write_text("import mlflow\nfrom rapport.agents.protocol import Policy\nfrom . import sibling\n")
+    assert imported_top_levels(bad) == {"mlflow", "rapport.agents"}
+
+
+def test_nothing_imports_the_folder_names():
+    roots = ["envs", "agents", "experiments", "tests", "scripts"]
+    files = [f for r in roots for f in sorted((ROOT / r).rglob("*.py"))]
+    offenders = {str(f.relative_to(ROOT)): sorted(imported_top_levels(f) & LEGACY) for f in files}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"import these as rapport.<package>, not by folder name: {offenders}"
 
 
 def test_top_level_layout_is_fixed():
@@ -54,7 +72,7 @@ def _module_imports(package: str) -> dict[str, set[str]]:
     """``{module: modules of the same package it imports}``, function-level imports included."""
     modules = {}
     for f in sorted((ROOT / package).rglob("*.py")):
-        name = ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        name = "rapport." + ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         modules[name] = f
     graph = {}
     for name, f in modules.items():

@@ -1,4 +1,4 @@
-"""The long-term oracle and the lookahead under it (envs.lookahead, agents.long_term_oracle).
+"""The long-term oracle and the lookahead under it (rapport.envs.lookahead, rapport.agents.long_term_oracle).
 
 * the lookahead leaves the env untouched and sees no future it should not;
 * drop-out weighted instead of sampled is unbiased (same expectation as sampling it);
@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import envs
-from agents.baselines import MassMarketing, Oracle
-from agents.long_term_oracle import LongTermOracle, default_candidates
-from envs.dynamics import transition
-from envs.lookahead import _rollout_sim
-from experiments import builders
-from experiments.evaluation import EvalSettings, evaluate, summarize
+import rapport.envs as envs
+from rapport.agents.baselines import MassMarketing, Oracle
+from rapport.agents.long_term_oracle import LongTermOracle, default_candidates
+from rapport.envs.dynamics import transition
+from rapport.envs.lookahead import _rollout_sim
+from rapport.experiments import builders
+from rapport.experiments.evaluation import EvalSettings, evaluate, summarize
 
 SCENARIO = envs.get_scenario("retail")
 
@@ -151,9 +151,9 @@ def test_errors_name_what_was_wrong() -> None:
 
 
 def test_long_term_oracle_is_latent_truth_and_configured() -> None:
-    from experiments.config import AgentConfig
+    from rapport.experiments.config import AgentConfig
 
-    cfg = AgentConfig(name="long_term_oracle", family="baseline", target="agents.long_term_oracle.LongTermOracle")
+    cfg = AgentConfig(name="long_term_oracle", family="baseline", target="rapport.agents.long_term_oracle.LongTermOracle")
     assert builders.needs_latent_truth(cfg)
     env = _env(20)
     policy = builders.build_core_policy(cfg, env)

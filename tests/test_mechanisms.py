@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy.special import betaln
 
-import envs
-from envs.market import Market
-from envs.scenario import DriftModel, OmnichannelModel
+import rapport.envs as envs
+from rapport.envs.market import Market
+from rapport.envs.scenario import DriftModel, OmnichannelModel
 
 F = envs.FEATURE_NAMES
 

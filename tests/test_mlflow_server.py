@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments import compare, train
-from experiments.config import register_configs
+from rapport.experiments import compare, train
+from rapport.experiments.config import register_configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -76,8 +76,7 @@ def test_train_compare_and_model_through_a_tracking_server(mlflow_server, tmp_pa
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    import envs
-
+    import rapport.envs as envs
     train.run(compose_cfg(["agent=mass", "debug=fast", "evaluation.oracle=false",
                            f"tracking.uri={mlflow_server}", "tracking.experiment=server"]))
     client = MlflowClient(mlflow_server)

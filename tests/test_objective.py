@@ -1,4 +1,4 @@
-"""The long-term objective: training rewards in the evaluation's currency (agents.objective).
+"""The long-term objective: training rewards in the evaluation's currency (rapport.agents.objective).
 
 * the discounted training return of the lifetime-value objective is the evaluation's
   ``lifetime_value`` customer by customer (and the shaped one differs by a policy-free constant);
@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-from agents.objective import LifetimeValueObjective, discount_for
-from agents.rl import make_ppo
-from agents.rl_policy import SB3Policy
-from agents.sb3_adapter import BatchedVecEnv
-from envs.sanity import ChurnEnv, RetentionEnv
-from envs.value import weekly_discount
-from experiments.evaluation import KPI_COLUMNS, EvalSettings, rollout
+import rapport.envs as envs
+from rapport.agents.objective import LifetimeValueObjective, discount_for
+from rapport.agents.rl import make_ppo
+from rapport.agents.rl_policy import SB3Policy
+from rapport.agents.sb3_adapter import BatchedVecEnv
+from rapport.envs.sanity import ChurnEnv, RetentionEnv
+from rapport.envs.value import weekly_discount
+from rapport.experiments.evaluation import KPI_COLUMNS, EvalSettings, rollout
 
 torch.set_num_threads(1)
 D = weekly_discount(0.10)

@@ -9,25 +9,25 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-import envs
-from agents.baselines import DoNothing, MassMarketing, RFMSegmentRules
-from agents.ope import (
+import rapport.envs as envs
+from rapport.agents.baselines import DoNothing, MassMarketing, RFMSegmentRules
+from rapport.agents.ope import (
     ExplorationMixture,
     LoggedFeedback,
     OffPolicyEvaluator,
     OPESettings,
     promotion_decision,
 )
-from experiments.builders import schema_of
-from experiments.log_feedback import collect_feedback, register_log_config
-from experiments.log_feedback import run as run_log
-from experiments.ope import (
+from rapport.experiments.builders import schema_of
+from rapport.experiments.log_feedback import collect_feedback, register_log_config
+from rapport.experiments.log_feedback import run as run_log
+from rapport.experiments.ope import (
     ground_truth,
     register_ope_config,
     scenario_reward_lower_bound,
     to_ope_config,
 )
-from experiments.ope import run as run_ope
+from rapport.experiments.ope import run as run_ope
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -1,7 +1,7 @@
 """Off-policy estimators against textbook formulas, simulated truth, and their own error handling.
 
 The "textbook" functions below are deliberately naive (Python loops over rounds and steps,
-written from the formulas in the papers, sharing no code with ``agents.ope``), so agreement to
+written from the formulas in the papers, sharing no code with ``rapport.agents.ope``), so agreement to
 1e-9 means the batched implementation computes the published estimator.
 
 Statistical tolerances: with R independent replications of an unbiased estimator whose
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.ope import (
+from rapport.agents.ope import (
     BanditData,
     SequentialData,
     bootstrap_interval,
@@ -33,8 +33,8 @@ from agents.ope import (
     switch_dr,
     wpdis,
 )
-from agents.ope.intervals import empirical_bernstein_bound
-from agents.ope.sequential import is_unit_values
+from rapport.agents.ope.intervals import empirical_bernstein_bound
+from rapport.agents.ope.sequential import is_unit_values
 
 # ------------------------------------------------------------------------- textbook (loops)
 

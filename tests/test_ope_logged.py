@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agents.ope import InvalidFeedbackError, LoggedFeedback
-from agents.ope.logged import METADATA_KEY, feedback_from_arrow
-from agents.protocol import DecisionSchema
+from rapport.agents.ope import InvalidFeedbackError, LoggedFeedback
+from rapport.agents.ope.logged import METADATA_KEY, feedback_from_arrow
+from rapport.agents.protocol import DecisionSchema
 
 FEATURES = ("recency_weeks", "frequency", "p_alive")
 NVEC = (3, 2, 2)

@@ -6,12 +6,18 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import envs
-from agents.baselines import DoNothing, MassMarketing, RFMSegmentRules, TargetingOnly, UniformRandom
-from agents.ope import ArmRidge, ExplorationMixture, distribution_on_log, joint_distribution
-from agents.ope.policies import allowed_joint, probability_of
-from agents.ope.reward_model import Standardizer, assign_folds, cross_fit
-from agents.protocol import DecisionSchema
+import rapport.envs as envs
+from rapport.agents.baselines import (
+    DoNothing,
+    MassMarketing,
+    RFMSegmentRules,
+    TargetingOnly,
+    UniformRandom,
+)
+from rapport.agents.ope import ArmRidge, ExplorationMixture, distribution_on_log, joint_distribution
+from rapport.agents.ope.policies import allowed_joint, probability_of
+from rapport.agents.ope.reward_model import Standardizer, assign_folds, cross_fit
+from rapport.agents.protocol import DecisionSchema
 
 
 def schema_of(env) -> DecisionSchema:

@@ -9,16 +9,16 @@ import pytest
 import torch
 from stable_baselines3.common.vec_env import VecNormalize
 
-from agents import baselines
-from agents.rl import make_ppo
-from agents.rl_policy import SB3Policy
-from agents.sb3_adapter import BatchedVecEnv
-from experiments.config import AgentConfig, ConstraintsConfig
-from experiments.export.samples import quick_population, random_observations
-from experiments.policy_store import load_policy, save_policy
+from rapport.agents import baselines
+from rapport.agents.rl import make_ppo
+from rapport.agents.rl_policy import SB3Policy
+from rapport.agents.sb3_adapter import BatchedVecEnv
+from rapport.experiments.config import AgentConfig, ConstraintsConfig
+from rapport.experiments.export.samples import quick_population, random_observations
+from rapport.experiments.policy_store import load_policy, save_policy
 
 torch.set_num_threads(1)
-PPO_AGENT = AgentConfig(name="ppo", family="rl", target="agents.rl.make_ppo", normalize_obs=True)
+PPO_AGENT = AgentConfig(name="ppo", family="rl", target="rapport.agents.rl.make_ppo", normalize_obs=True)
 
 
 @pytest.fixture(scope="module")
@@ -55,26 +55,26 @@ def test_normalization_is_refused_where_it_cannot_apply(trained, tmp_path):
     model, _, schema = trained
     with pytest.raises(ValueError, match="obs_normalization applies to SB3 models"):
         save_policy(tmp_path / "a", schema=schema, agent=AgentConfig(name="mass", family="baseline",
-                                                                     target="agents.baselines.MassMarketing"),
+                                                                     target="rapport.agents.baselines.MassMarketing"),
                     constraints=ConstraintsConfig(), core_policy=baselines.DoNothing(schema),
                     obs_normalization={"mean": [0.0] * schema.n_features, "var": [1.0] * schema.n_features})
     with pytest.raises(ValueError, match=rf"must be {schema.n_features} finite numbers"):
         save_policy(tmp_path / "b", schema=schema, agent=PPO_AGENT, constraints=ConstraintsConfig(),
                     sb3_model=model, obs_normalization={"mean": [0.0, 1.0], "var": [1.0, 1.0]})
     with pytest.raises(ValueError, match="agent.normalize_obs applies to family 'rl' only"):
-        AgentConfig(name="mass", family="baseline", target="agents.baselines.MassMarketing", normalize_obs=True)
+        AgentConfig(name="mass", family="baseline", target="rapport.agents.baselines.MassMarketing", normalize_obs=True)
 
 
 def test_a_logged_policy_loads_without_running_code_from_the_store(tmp_path, monkeypatch):
     import mlflow
 
-    from experiments.policy_store import load_logged_policy, log_pyfunc_model
-    from experiments.tracking_store import ensure_experiment
+    from rapport.experiments.policy_store import load_logged_policy, log_pyfunc_model
+    from rapport.experiments.tracking_store import ensure_experiment
 
     env, schema = quick_population(50, horizon=4)
     policy = baselines.MassMarketing(schema, every_k_weeks=1, horizon=4)
     folder = save_policy(tmp_path / "p", schema=schema, constraints=ConstraintsConfig(), core_policy=policy,
-                         agent=AgentConfig(name="mass", family="baseline", target="agents.baselines.MassMarketing"))
+                         agent=AgentConfig(name="mass", family="baseline", target="rapport.agents.baselines.MassMarketing"))
     monkeypatch.chdir(tmp_path)  # the store's artifacts go to ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()

@@ -12,25 +12,25 @@ import numpy as np
 import pytest
 import torch
 
-from agents import baselines as B
-from agents.bandits import LinUCB
-from agents.constraints import BudgetConstraint, ContactRules
-from agents.neural_bandit import NeuralLinearThompson
-from experiments.config import AgentConfig, ConstraintsConfig
-from experiments.export.samples import quick_bandit, quick_population
-from experiments.policy_store import (
+from rapport.agents import baselines as B
+from rapport.agents.bandits import LinUCB
+from rapport.agents.constraints import BudgetConstraint, ContactRules
+from rapport.agents.neural_bandit import NeuralLinearThompson
+from rapport.experiments.config import AgentConfig, ConstraintsConfig
+from rapport.experiments.export.samples import quick_bandit, quick_population
+from rapport.experiments.policy_store import (
     PolicyFolderError,
     UntrustedPolicyError,
     load_policy,
     load_sb3_checkpoint,
     save_policy,
 )
-from experiments.sb3_codec import StoredSB3Model
+from rapport.experiments.sb3_codec import StoredSB3Model
 
 torch.set_num_threads(1)
 HORIZON = 8
-AGENT = AgentConfig(name="stored", family="baseline", target="agents.baselines.DoNothing")
-RL_AGENT = AgentConfig(name="stored_rl", family="rl", target="agents.rl.make_ppo")
+AGENT = AgentConfig(name="stored", family="baseline", target="rapport.agents.baselines.DoNothing")
+RL_AGENT = AgentConfig(name="stored_rl", family="rl", target="rapport.agents.rl.make_ppo")
 
 
 class Planted:
@@ -160,9 +160,9 @@ def _perturbed(model, seed=0):
 def test_sb3_policies_decide_the_same_after_the_store(world, tmp_path, algo):
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents import rl
-    from agents.rl_policy import SB3Policy
-    from agents.sb3_adapter import BatchedVecEnv
+    from rapport.agents import rl
+    from rapport.agents.rl_policy import SB3Policy
+    from rapport.agents.sb3_adapter import BatchedVecEnv
 
     schema, obs, mask = world
     env, _ = quick_population(16, horizon=HORIZON)
@@ -175,7 +175,7 @@ def test_sb3_policies_decide_the_same_after_the_store(world, tmp_path, algo):
         norm.obs_rms.var = obs.var(axis=0).astype(np.float64) + 1.0
     make = {"ppo": rl.make_ppo, "a2c": rl.make_a2c, "maskable_ppo": rl.make_maskable_ppo, "dqn": rl.make_dqn}[algo]
     model = _perturbed(make(venv, seed=0) if flat else make(venv, rollout_size=64, seed=0))
-    agent = AgentConfig(name=algo, family="rl", target=f"agents.rl.make_{algo}", flatten_actions=flat)
+    agent = AgentConfig(name=algo, family="rl", target=f"rapport.agents.rl.make_{algo}", flatten_actions=flat)
     for greedy in (True, False):
         folder = tmp_path / f"{algo}-{greedy}"
         save_policy(folder, schema=schema, agent=agent, constraints=ConstraintsConfig(), sb3_model=model,
@@ -267,8 +267,8 @@ def test_planted_objects_in_data_files_are_refused(world, models, tmp_path):
 
 
 def test_a_planted_sb3_checkpoint_is_never_read_when_serving(world, tmp_path):
-    from agents.rl import make_ppo
-    from agents.sb3_adapter import BatchedVecEnv
+    from rapport.agents.rl import make_ppo
+    from rapport.agents.sb3_adapter import BatchedVecEnv
 
     schema, obs, _ = world
     env, _ = quick_population(16, horizon=HORIZON)

@@ -7,8 +7,14 @@ import math
 import numpy as np
 import pytest
 
-import envs
-from envs.scenario import DriftModel, MassMediaModel, OmnichannelModel, PrivacyModel, ProspectModel
+import rapport.envs as envs
+from rapport.envs.scenario import (
+    DriftModel,
+    MassMediaModel,
+    OmnichannelModel,
+    PrivacyModel,
+    ProspectModel,
+)
 
 PRESETS = sorted(envs.PRESETS)
 

@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import envs
-from envs.scenario import ChannelModel, OfferModel, PurchaseModel, Scenario
+import rapport.envs as envs
+from rapport.envs.scenario import ChannelModel, OfferModel, PurchaseModel, Scenario
 
 N = 64
 actions = st.lists(

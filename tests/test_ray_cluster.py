@@ -3,7 +3,7 @@
 The default tier runs the sharded evaluation and the launcher on a tiny Hydra app (jobs that
 succeed, raise, kill their worker); ``-m slow`` adds a ``rapport-train`` multirun with MLflow.
 The module starts one cluster with ``ray start --head`` on 127.0.0.1 (2 CPUs, no dashboard, its
-own RAY_TMPDIR; ``experiments.launchers.ray_cluster.LocalCluster``) and stops it at the end, also
+own RAY_TMPDIR; ``rapport.experiments.launchers.ray_cluster.LocalCluster``) and stops it at the end, also
 when a test fails, by ending the process group that ``ray start`` created (``ray stop`` would end
 every Ray process on the machine).
 
@@ -55,7 +55,7 @@ def _listening_hosts(pids: list[int]) -> set[str]:
 @pytest.fixture(scope="module")
 def ray_cluster():
     """``{"address", "env", "tmpdir"}`` of a running single-node cluster on 127.0.0.1."""
-    from experiments.launchers.ray_cluster import LocalCluster
+    from rapport.experiments.launchers.ray_cluster import LocalCluster
 
     cluster = LocalCluster(num_cpus=2)
     try:
@@ -92,13 +92,13 @@ def test_sharded_evaluation_of_1e5_customers_in_4_ray_shards_is_bit_identical(ra
     monkeypatch.setenv("RAY_TMPDIR", ray_cluster["tmpdir"])
     import ray.cloudpickle
 
-    import envs
-    from agents.baselines import MassMarketing, RFMSegmentRules
-    from agents.constraints import BudgetConstraint
-    from experiments.builders import schema_of
-    from experiments.evaluation import EvalSettings, block_sums, rollout
-    from experiments.launchers.ray_cluster import RayConfig, node_addresses
-    from experiments.sharding import COL, ShardPool
+    import rapport.envs as envs
+    from rapport.agents.baselines import MassMarketing, RFMSegmentRules
+    from rapport.agents.constraints import BudgetConstraint
+    from rapport.experiments.builders import schema_of
+    from rapport.experiments.evaluation import EvalSettings, block_sums, rollout
+    from rapport.experiments.launchers.ray_cluster import RayConfig, node_addresses
+    from rapport.experiments.sharding import COL, ShardPool
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     sigterm_before = signal.getsignal(signal.SIGTERM)

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import envs
-from agents.baselines import MassMarketing, RFMSegmentRules, UniformRandom
-from agents.constraints import BudgetConstraint, ContactRules
-from experiments.builders import schema_of
-from experiments.evaluation import EvalSettings, block_sums, evaluate, rollout
-from experiments.launchers.ray_cluster import RayConfig, is_loopback
-from experiments.sharding import (
+import rapport.envs as envs
+from rapport.agents.baselines import MassMarketing, RFMSegmentRules, UniformRandom
+from rapport.agents.constraints import BudgetConstraint, ContactRules
+from rapport.experiments.builders import schema_of
+from rapport.experiments.evaluation import EvalSettings, block_sums, evaluate, rollout
+from rapport.experiments.launchers.ray_cluster import RayConfig, is_loopback
+from rapport.experiments.sharding import (
     ShardPool,
     block_starts,
     budget_candidates,
@@ -102,7 +102,7 @@ def test_local_shards_equal_single_process_rollout_with_budget_and_oracle():
     s = _settings()
     budgeted = BudgetConstraint(MassMarketing(SCHEMA, channel="email", spend_level=1, every_k_weeks=1,
                                               horizon=s.horizon), SCHEMA, weekly_budget=0.05 * s.customers)
-    from agents.baselines import Oracle
+    from rapport.agents.baselines import Oracle
 
     def oracle(env):
         return Oracle(schema_of(env), env.expected_myopic_profit)

@@ -9,7 +9,7 @@ so that a mechanism that is missing or off by a factor fails.
 
 import numpy as np
 
-import envs
+import rapport.envs as envs
 
 F = envs.FEATURE_NAMES
 

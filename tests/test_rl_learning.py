@@ -8,8 +8,8 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
-from agents.protocol import Policy
-from agents.rl import (
+from rapport.agents.protocol import Policy
+from rapport.agents.rl import (
     BatchedPPO,
     BatchedTimeoutBootstrap,
     make_a2c,
@@ -19,9 +19,9 @@ from agents.rl import (
     make_sac,
     rollout_shape,
 )
-from agents.rl_policy import SB3Policy, load_model, save_model
-from agents.sb3_adapter import BatchedVecEnv, flatten_actions, unflatten_actions
-from envs.sanity import BestOfferEnv, ChurnEnv, FatigueEnv, SpendEnv
+from rapport.agents.rl_policy import SB3Policy, load_model, save_model
+from rapport.agents.sb3_adapter import BatchedVecEnv, flatten_actions, unflatten_actions
+from rapport.envs.sanity import BestOfferEnv, ChurnEnv, FatigueEnv, SpendEnv
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""The fast samplers used to draw customers (envs.samplers) against scipy's exact functions."""
+"""The fast samplers used to draw customers (rapport.envs.samplers) against scipy's exact functions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from envs import noise
-from envs.samplers import (
+from rapport.envs import noise
+from rapport.envs.samplers import (
     QuantileTable,
     beta_exact,
     beta_quantile,
@@ -15,7 +15,7 @@ from envs.samplers import (
     gamma_quantile,
     poisson_quantile,
 )
-from envs.scenario import PRESETS, get_scenario
+from rapport.envs.scenario import PRESETS, get_scenario
 
 
 def _uniforms() -> np.ndarray:

@@ -9,13 +9,13 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
 
-from agents.sb3_adapter import (
+from rapport.agents.sb3_adapter import (
     BatchedVecEnv,
     flatten_actions,
     joint_action_mask,
     unflatten_actions,
 )
-from envs.sanity import BestOfferEnv, ChurnEnv, FatigueEnv, SpendEnv
+from rapport.envs.sanity import BestOfferEnv, ChurnEnv, FatigueEnv, SpendEnv
 
 torch.set_num_threads(1)
 
@@ -241,7 +241,7 @@ def test_envs_reject_invalid_actions() -> None:
 
 def test_runs_under_sb3_vec_wrappers_and_ppo() -> None:
     """SB3's own VecEnv wrappers (per-row episode stats, running normalisation) accept it."""
-    from agents.rl import make_ppo
+    from rapport.agents.rl import make_ppo
 
     venv = VecNormalize(VecMonitor(BatchedVecEnv(ChurnEnv(num_envs=32,
                                                           autoreset_mode="next_step"))))

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-import envs
-from envs.scenario import ChannelModel, MediaModel, OfferModel, PurchaseModel, Scenario
+import rapport.envs as envs
+from rapport.envs.scenario import ChannelModel, MediaModel, OfferModel, PurchaseModel, Scenario
 
 
 def test_retail_preset_is_cdnow_calibrated():

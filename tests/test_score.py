@@ -1,5 +1,5 @@
 """``scripts/score.py``: customers Parquet in, decisions Parquet out in the logged-feedback
-layout (readable by ``agents.ope`` once rewards are joined); bad input is refused whole."""
+layout (readable by ``rapport.agents.ope`` once rewards are joined); bad input is refused whole."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from agents.ope.logged import feedback_from_arrow
-from experiments.export.exporter import export_policy
-from experiments.export.modules import EligibilityRule
-from experiments.export.samples import quick_bandit, random_observations
+from rapport.agents.ope.logged import feedback_from_arrow
+from rapport.experiments.export.exporter import export_policy
+from rapport.experiments.export.modules import EligibilityRule
+from rapport.experiments.export.samples import quick_bandit, random_observations
 
 torch.set_num_threads(1)
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "score.py"
@@ -114,7 +114,7 @@ def test_bad_input_is_refused_whole_naming_the_column(exports, tmp_path, capsys,
 
 
 def test_model_argument_errors(tmp_path):
-    from experiments.errors import UserError
+    from rapport.experiments.errors import UserError
 
     with pytest.raises(UserError, match="neither a .onnx file"):
         score.load_runner(str(tmp_path / "nothing-here"))
@@ -123,7 +123,7 @@ def test_model_argument_errors(tmp_path):
 
 
 def test_scores_through_an_mlflow_model_folder_match_the_onnx_file(exports, tmp_path):
-    from experiments.export.pyfunc import save_policy_model
+    from rapport.experiments.export.pyfunc import save_policy_model
 
     _, schema, _, _, greedy, _, obs, customers = exports
     model_dir = save_policy_model(tmp_path / "mlflow-model", greedy.files["onnx"], greedy.spec,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-import envs
-from agents.baselines import MassMarketing, Oracle
-from experiments import builders
-from experiments.evaluation import STAGES, EvalSettings, evaluate, segment_table, summarize
+import rapport.envs as envs
+from rapport.agents.baselines import MassMarketing, Oracle
+from rapport.experiments import builders
+from rapport.experiments.evaluation import STAGES, EvalSettings, evaluate, segment_table, summarize
 
 
 def test_stage_columns_sum_to_the_kpis_and_the_table_reads_them() -> None:

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.export.exporter import export_policy
-from experiments.export.modules import EligibilityRule
-from experiments.export.pyfunc import log_policy_model, register_policy_model
-from experiments.export.samples import quick_bandit, random_observations
+from rapport.experiments.export.exporter import export_policy
+from rapport.experiments.export.modules import EligibilityRule
+from rapport.experiments.export.pyfunc import log_policy_model, register_policy_model
+from rapport.experiments.export.samples import quick_bandit, random_observations
 
 torch.set_num_threads(1)
 NAME = "rapport-serving-test"

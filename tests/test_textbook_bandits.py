@@ -23,8 +23,8 @@ folds the batch in afterwards — the same information the batched implementatio
 import numpy as np
 import pytest
 
-from agents.bandits import LinearThompson, LinUCB
-from agents.protocol import DecisionSchema
+from rapport.agents.bandits import LinearThompson, LinUCB
+from rapport.agents.protocol import DecisionSchema
 
 D, K = 4, 8
 """Customer features and arms of the test stream."""

@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from experiments.config import TrackingConfig
-from experiments.tracking import (
+from rapport.experiments.config import TrackingConfig
+from rapport.experiments.tracking import (
     METRICS_PER_BATCH,
     MLflowTracker,
     NullTracker,

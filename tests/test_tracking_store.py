@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.config import TrackingConfig
-from experiments.tracking import start_run
-from experiments.tracking_store import (
+from rapport.experiments.config import TrackingConfig
+from rapport.experiments.tracking import start_run
+from rapport.experiments.tracking_store import (
     TrackingStoreError,
     check_tracking_uri,
     ensure_experiment,
@@ -34,8 +34,8 @@ runs three full ``rapport-train`` commands and a joblib multirun, test_parallel_
 WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from experiments.config import TrackingConfig
-    from experiments.tracking import start_run
+    from rapport.experiments.config import TrackingConfig
+    from rapport.experiments.tracking import start_run
     import mlflow  # noqa: F401  (imported before the start signal: only the store is raced)
 
     uri, go, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
@@ -89,7 +89,7 @@ def test_parallel_runs_on_one_fresh_sqlite_store_all_succeed(tmp_path, store_dir
 
 def test_the_store_lock_excludes_other_processes(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    probe = ("import sys; from experiments.tracking_store import store_lock\n"
+    probe = ("import sys; from rapport.experiments.tracking_store import store_lock\n"
              "try:\n    with store_lock(sys.argv[1], timeout=0.3): pass\n"
              "except TimeoutError as e:\n    print(e); sys.exit(3)\n")
     with store_lock(uri):
@@ -154,7 +154,7 @@ def test_an_empty_uri_is_refused():
 
 
 def test_rapport_train_reports_an_unusable_uri_in_one_line(tmp_path, capsys):
-    from experiments.train import main
+    from rapport.experiments.train import main
 
     uri = f"sqlite:///{_blocked(tmp_path) / 'mlflow.db'}"
     with pytest.raises(SystemExit) as info:

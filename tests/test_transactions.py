@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from envs.transactions import (
+from rapport.envs.transactions import (
     TransactionLogError,
     load_transactions,
     summarise,

@@ -1,20 +1,20 @@
 """Off-policy evaluation: judge a policy from another policy's logs, and know how much to trust it.
 
-* :mod:`agents.ope.logged` — :class:`LoggedFeedback`, the validated logged-feedback record, Parquet IO.
-* :mod:`agents.ope.policies` — a policy's action distribution on logged contexts;
+* :mod:`rapport.agents.ope.logged` — :class:`LoggedFeedback`, the validated logged-feedback record, Parquet IO.
+* :mod:`rapport.agents.ope.policies` — a policy's action distribution on logged contexts;
   :class:`ExplorationMixture`, a logging wrapper that keeps every action possible.
-* :mod:`agents.ope.estimators` — IPS, SNIPS, DM, DR, SNDR, Switch-DR (batched numpy).
-* :mod:`agents.ope.sequential` / :mod:`agents.ope.fqe` — PDIS, WPDIS, sequential DR, fitted-Q evaluation.
-* :mod:`agents.ope.reward_model` — the cross-fitted ridge reward model behind DM / DR / FQE.
-* :mod:`agents.ope.intervals` — bootstrap intervals, high-confidence lower bounds (Thomas et al. 2015).
-* :mod:`agents.ope.evaluate` — :class:`OffPolicyEvaluator`: everything above for one log, many candidates.
-* :mod:`agents.ope.promotion` — :func:`promotion_decision`, the safe-promotion gate.
+* :mod:`rapport.agents.ope.estimators` — IPS, SNIPS, DM, DR, SNDR, Switch-DR (batched numpy).
+* :mod:`rapport.agents.ope.sequential` / :mod:`rapport.agents.ope.fqe` — PDIS, WPDIS, sequential DR, fitted-Q evaluation.
+* :mod:`rapport.agents.ope.reward_model` — the cross-fitted ridge reward model behind DM / DR / FQE.
+* :mod:`rapport.agents.ope.intervals` — bootstrap intervals, high-confidence lower bounds (Thomas et al. 2015).
+* :mod:`rapport.agents.ope.evaluate` — :class:`OffPolicyEvaluator`: everything above for one log, many candidates.
+* :mod:`rapport.agents.ope.promotion` — :func:`promotion_decision`, the safe-promotion gate.
 
 Like the rest of ``agents``, nothing here imports the simulator: action sizes and feature names
-come with the log (or a :class:`~agents.protocol.DecisionSchema`).
+come with the log (or a :class:`~rapport.agents.protocol.DecisionSchema`).
 """
 
-from agents.ope.estimators import (
+from rapport.agents.ope.estimators import (
     BANDIT_ESTIMATORS,
     BanditData,
     RatioTerms,
@@ -26,19 +26,19 @@ from agents.ope.estimators import (
     snips,
     switch_dr,
 )
-from agents.ope.evaluate import (
+from rapport.agents.ope.evaluate import (
     Estimate,
     OffPolicyEvaluator,
     OPESettings,
     PolicyEvaluation,
     ValueLowerBound,
 )
-from agents.ope.intervals import Interval, LowerBound, bootstrap_interval, hcope_lower_bound
-from agents.ope.logged import InvalidFeedbackError, LoggedFeedback
-from agents.ope.policies import ExplorationMixture, distribution_on_log, joint_distribution
-from agents.ope.promotion import PromotionDecision, promotion_decision
-from agents.ope.reward_model import ArmRidge, cross_fit
-from agents.ope.sequential import (
+from rapport.agents.ope.intervals import Interval, LowerBound, bootstrap_interval, hcope_lower_bound
+from rapport.agents.ope.logged import InvalidFeedbackError, LoggedFeedback
+from rapport.agents.ope.policies import ExplorationMixture, distribution_on_log, joint_distribution
+from rapport.agents.ope.promotion import PromotionDecision, promotion_decision
+from rapport.agents.ope.reward_model import ArmRidge, cross_fit
+from rapport.agents.ope.sequential import (
     SEQUENTIAL_ESTIMATORS,
     SequentialData,
     Trajectories,

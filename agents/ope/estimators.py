@@ -26,7 +26,7 @@ method everywhere, plus the importance-weighted correction only where the weight
 SNDR (Switch-DR already discards large weights).
 
 Each estimator returns :class:`RatioTerms` — the value as a sum of ratios of per-row sums —
-so that the bootstrap (:mod:`agents.ope.intervals`) can resample customers without
+so that the bootstrap (:mod:`rapport.agents.ope.intervals`) can resample customers without
 re-deriving any formula.
 """
 

@@ -23,20 +23,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agents.ope.estimators import BANDIT_ESTIMATORS, MODEL_BASED, BanditData, bandit_terms
-from agents.ope.fqe import fitted_q_evaluation
-from agents.ope.intervals import LowerBound, bootstrap_interval, hcope_lower_bound
-from agents.ope.logged import LoggedFeedback
-from agents.ope.policies import distribution_on_log, probability_of
-from agents.ope.reward_model import ArmRidge, assign_folds, cross_fit
-from agents.ope.sequential import (
+from rapport.agents.ope.estimators import BANDIT_ESTIMATORS, MODEL_BASED, BanditData, bandit_terms
+from rapport.agents.ope.fqe import fitted_q_evaluation
+from rapport.agents.ope.intervals import LowerBound, bootstrap_interval, hcope_lower_bound
+from rapport.agents.ope.logged import LoggedFeedback
+from rapport.agents.ope.policies import distribution_on_log, probability_of
+from rapport.agents.ope.reward_model import ArmRidge, assign_folds, cross_fit
+from rapport.agents.ope.sequential import (
     SEQUENTIAL_ESTIMATORS,
     SequentialData,
     Trajectories,
     is_unit_values,
     sequential_terms,
 )
-from agents.protocol import Policy
+from rapport.agents.protocol import Policy
 
 
 @dataclass(frozen=True)

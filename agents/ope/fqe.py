@@ -7,7 +7,7 @@ evaluation window), so Q is time-indexed and fitted backwards, one regression pe
     Q̂_{T-1}(s, a) ≈ E[r_{T-1} | s, a]
     Q̂_t(s, a)     ≈ E[r_t + γ V̂_{t+1}(s_{t+1}) | s, a],   V̂_t(s) = Σ_a π_e(a|s) Q̂_t(s, a),
 
-each a :class:`~agents.ope.reward_model.ArmRidge` on the rows logged at step t. A trajectory
+each a :class:`~rapport.agents.ope.reward_model.ArmRidge` on the rows logged at step t. A trajectory
 that ended has V̂ = 0 afterwards. With ``n_folds`` > 1 every fold gets its own backward chain
 trained on the other folds' customers, and each customer's Q̂ and V̂ come from the chain that
 never saw them (what sequential DR needs to stay honest).
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from agents.ope.reward_model import ArmRidge, ArmRidgeFit, Standardizer
-from agents.ope.sequential import Trajectories
+from rapport.agents.ope.reward_model import ArmRidge, ArmRidgeFit, Standardizer
+from rapport.agents.ope.sequential import Trajectories
 
 
 @dataclass(frozen=True)

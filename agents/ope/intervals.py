@@ -3,7 +3,7 @@
 Bootstrap (:func:`bootstrap_interval`)
     Percentile intervals from resampling *units* with replacement — customers when ``groups``
     is given (a customer's weeks are not independent), rows otherwise — and re-evaluating the
-    estimator's :class:`~agents.ope.estimators.RatioTerms`. The reward model is held fixed, so
+    estimator's :class:`~rapport.agents.ope.estimators.RatioTerms`. The reward model is held fixed, so
     model-fitting variance is not included; the OPE-of-OPE benchmark measures what that costs in
     coverage.
 
@@ -18,7 +18,7 @@ High-confidence lower bound (:func:`hcope_lower_bound`)
     a random ``tune_fraction`` of the units by maximising the bound predicted for the rest, and
     the bound is computed on the rest only, which keeps the guarantee exact. The X_i must be
     nonnegative: importance-weighted rewards shifted by a known lower bound on the reward
-    (:func:`agents.ope.evaluate.hcope_value_bound` does this and adds the shift back).
+    (:func:`rapport.agents.ope.evaluate.hcope_value_bound` does this and adds the shift back).
     ``method="t"`` gives the Student-t approximation (Thomas et al. 2015b, "High confidence
     policy improvement", semi-safe): tighter, but without the guarantee.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from agents.ope.estimators import RatioTerms
+from rapport.agents.ope.estimators import RatioTerms
 
 
 @dataclass(frozen=True)

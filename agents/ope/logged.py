@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agents.protocol import DecisionSchema
+from rapport.agents.protocol import DecisionSchema
 
 ACTION_COLUMNS = ("channel", "offer", "spend_level")
 """Names of the three action dimensions, in ``nvec`` order."""

@@ -1,7 +1,7 @@
 """What a policy would have done on logged contexts: its joint action distribution, and a
 logging wrapper that explores so the logs support off-policy evaluation.
 
-Joint actions are numbered in C order over ``nvec`` (as :func:`agents.validation.joint_index`).
+Joint actions are numbered in C order over ``nvec`` (as :func:`rapport.agents.validation.joint_index`).
 Distributions over a log are held as ``scipy.sparse.csr_matrix`` of shape (n_rows, K): a
 deterministic policy costs one entry per row, so million-row logs with K = 192 stay small.
 
@@ -12,7 +12,7 @@ How a policy's distribution is obtained (:func:`joint_distribution`)
 2. Otherwise ``policy.act`` is called once. Rows where the propensity is 1 are point masses at
    the action taken (by the protocol, probability 1 means certainty), exactly.
 3. Stochastic rows: ``policy.action_probabilities(obs, mask)`` (per-dimension probabilities,
-   as :class:`agents.rl_policy.SB3Policy` gives them, whose dimensions are drawn independently)
+   as :class:`rapport.agents.rl_policy.SB3Policy` gives them, whose dimensions are drawn independently)
    when present, else a Monte-Carlo estimate from ``mc_draws`` further calls to ``act``. The
    Monte-Carlo frequency is an unbiased estimate of the probability, so IPS, DM and DR stay
    unbiased (the self-normalised ones are ratio estimators anyway); it adds variance.
@@ -29,7 +29,7 @@ import inspect
 import numpy as np
 import scipy.sparse as sp
 
-from agents.protocol import DecisionSchema, Policy
+from rapport.agents.protocol import DecisionSchema, Policy
 
 DISTRIBUTION_TOLERANCE = 1e-6
 

@@ -6,7 +6,7 @@ fails with probability at most δ, a candidate that is in truth no better than t
 promoted with probability at most δ (when the incumbent's value is known; with an estimate,
 pass its upper confidence limit as ``incumbent_value`` to keep the guarantee).
 
-    from agents.ope import OffPolicyEvaluator, OPESettings, promotion_decision
+    from rapport.agents.ope import OffPolicyEvaluator, OPESettings, promotion_decision
     ev = OffPolicyEvaluator(incumbent_logs, OPESettings(reward_lower_bound=r_min, delta=0.05), rng)
     bound = ev.evaluate(candidate, rng).lower_bounds["seq/hcope_pdis"].value_lower_bound
     decision = promotion_decision(bound, ev.on_policy_value()["seq"], delta=0.05)

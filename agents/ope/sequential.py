@@ -15,7 +15,7 @@ With per-decision weights ``w_t = π_e(a_t|s_t)/π_b(a_t|s_t)``, cumulative ``ρ
 PDIS     (1/N) Σ_i Σ_t γ^t ρ_{i,t} r_{i,t}                  (Precup, Sutton & Singh 2000)
 WPDIS    Σ_t γ^t Σ_i ρ_{i,t} r_{i,t} / Σ_i ρ_{i,t}
 DR       (1/N) Σ_i Σ_t γ^t [ρ_{i,t} (r_{i,t} − Q̂_t(s,a)) + ρ_{i,t−1} V̂_t(s)]  (Jiang & Li 2016)
-FQE      (1/N) Σ_i V̂_0(s_{i,0})                  (Le, Voloshin & Yue 2019; :mod:`agents.ope.fqe`)
+FQE      (1/N) Σ_i V̂_0(s_{i,0})                  (Le, Voloshin & Yue 2019; :mod:`rapport.agents.ope.fqe`)
 =======  ====================================================================================
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.ope.estimators import RatioTerms, weight_diagnostics
+from rapport.agents.ope.estimators import RatioTerms, weight_diagnostics
 
 
 @dataclass(frozen=True, eq=False)

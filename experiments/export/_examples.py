@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from experiments.export.build import ExportSpec
+from rapport.experiments.export.build import ExportSpec
 
 EXAMPLE_ROWS = 4
 """A batch of >= 2 rows, so the exporters keep the batch axis symbolic (1 would specialise)."""

@@ -1,11 +1,11 @@
-"""From an in-memory Rapport policy to an exportable :class:`~experiments.export.modules.DecisionModule`
+"""From an in-memory Rapport policy to an exportable :class:`~rapport.experiments.export.modules.DecisionModule`
 and the :class:`ExportSpec` that travels with every artifact.
 
 Supported policies
 ------------------
-* :class:`agents.rl_policy.SB3Policy` over PPO / A2C / MaskablePPO (MultiDiscrete or flattened
+* :class:`rapport.agents.rl_policy.SB3Policy` over PPO / A2C / MaskablePPO (MultiDiscrete or flattened
   Discrete actions) and DQN, with optional VecNormalize observation statistics.
-* :class:`agents.bandits.LinearArmPolicy` (and a :class:`agents.bandits.LinearBandit` learner,
+* :class:`rapport.agents.bandits.LinearArmPolicy` (and a :class:`rapport.agents.bandits.LinearBandit` learner,
   frozen with ``policy(explore=...)``) with any of its exploration rules.
 
 Modes and what the propensity means
@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from agents.bandits import LinearArmPolicy, LinearBandit
-from agents.protocol import DecisionSchema
-from agents.rl_policy import SB3Policy, normalization_stats, normalize_observations
-from experiments.export.modules import (
+from rapport.agents.bandits import LinearArmPolicy, LinearBandit
+from rapport.agents.protocol import DecisionSchema
+from rapport.agents.rl_policy import SB3Policy, normalization_stats, normalize_observations
+from rapport.experiments.export.modules import (
     DecisionModule,
     EligibilityLayer,
     EligibilityRule,

@@ -12,7 +12,7 @@ Files go to ``out_dir`` (default ``outputs/exports/<run_id>/<mode>``, git-ignore
 summary.
 
 Promotion gate (``gate=true``): the candidate is registered as ``champion`` only if its
-high-confidence lower bound (``agents.ope``), computed from the incumbent's logged feedback
+high-confidence lower bound (``rapport.agents.ope``), computed from the incumbent's logged feedback
 (``gate_log``, a logged-feedback Parquet file), beats the incumbent's value; the decision and
 the numbers go into the policy card and onto the run.
 """
@@ -28,10 +28,16 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.errors import check_writable, marks_failed_output, run_hydra_app, user_input
-from experiments.export.build import MODES
-from experiments.export.exporter import ExportResult, export_run, normalise_formats
-from experiments.export.pyfunc import ALIASES
+from rapport.experiments.config import CONFIG_PATH
+from rapport.experiments.errors import (
+    check_writable,
+    marks_failed_output,
+    run_hydra_app,
+    user_input,
+)
+from rapport.experiments.export.build import MODES
+from rapport.experiments.export.exporter import ExportResult, export_run, normalise_formats
+from rapport.experiments.export.pyfunc import ALIASES
 
 __all__ = ["ExportConfig", "main", "run"]
 
@@ -124,7 +130,12 @@ def _promotion_gate(cfg: ExportConfig):
     """The gate callable for :func:`export_run`: candidate vs the incumbent's logs."""
     import numpy as np
 
-    from agents.ope import LoggedFeedback, OffPolicyEvaluator, OPESettings, promotion_decision
+    from rapport.agents.ope import (
+        LoggedFeedback,
+        OffPolicyEvaluator,
+        OPESettings,
+        promotion_decision,
+    )
 
     def gate(loaded: Any, run: dict[str, Any]) -> dict[str, Any]:
         logs = LoggedFeedback.read_parquet(cfg.gate_log)
@@ -152,7 +163,7 @@ def run(cfg: DictConfig | dict[str, Any] | ExportConfig) -> ExportResult:
     settings = to_config(cfg)
     tracking_uri = settings.tracking_uri
     if tracking_uri is None:
-        from experiments.tracking import resolve_tracking_uri
+        from rapport.experiments.tracking import resolve_tracking_uri
 
         tracking_uri = resolve_tracking_uri(None)
     label = settings.run_id or settings.model_uri.replace(":/", "_").replace("/", "_")
@@ -169,7 +180,7 @@ def run(cfg: DictConfig | dict[str, Any] | ExportConfig) -> ExportResult:
 def main(argv: list[str] | None = None) -> None:
     """Console script ``rapport-export`` (Hydra app over ``conf/export.yaml``); ``argv``: the
     overrides (default: the command line). Failures print one line and exit non-zero."""
-    config_path = str(Path(__file__).resolve().parents[2] / "conf")
+    config_path = CONFIG_PATH
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="export")
     def _app(cfg: DictConfig) -> None:

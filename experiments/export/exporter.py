@@ -8,7 +8,7 @@ Two levels::
 
 :func:`export_policy` needs only an in-memory policy and its schema. :func:`export_run` loads
 the policy a training run logged (``runs:/<run_id>/policy``, see
-:mod:`experiments.policy_store`), writes the files, reads the run's config, scenario and KPIs
+:mod:`rapport.experiments.policy_store`), writes the files, reads the run's config, scenario and KPIs
 into the policy card, logs the files and a pyfunc model to that same run, and registers the
 model under a name with an alias.
 """
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from agents.protocol import DecisionSchema
-from experiments.errors import POLICY_SOURCES, UserError, check_store_exists, model_folder
-from experiments.export.build import MODES, ExportSpec, build_decision_module
-from experiments.export.policy_card import build_card, write_card
+from rapport.agents.protocol import DecisionSchema
+from rapport.experiments.errors import POLICY_SOURCES, UserError, check_store_exists, model_folder
+from rapport.experiments.export.build import MODES, ExportSpec, build_decision_module
+from rapport.experiments.export.policy_card import build_card, write_card
 
 __all__ = ["FORMATS", "ExportResult", "export_policy", "export_run", "normalise_formats"]
 
@@ -86,12 +86,12 @@ def export_policy(policy: Any, schema: DecisionSchema, out_dir: str | Path, *,
 
     ``mlflow`` in ``formats`` writes the ONNX file (the MLflow model's payload) but logs
     nothing: logging belongs to :func:`export_run`. ``card_context``: keyword arguments of
-    :func:`~experiments.export.policy_card.build_card` (run, constraints, scenario, promotion).
+    :func:`~rapport.experiments.export.policy_card.build_card` (run, constraints, scenario, promotion).
     ``constraints``: the run's contact cap and quiet weeks, built into the exported decision
     (default: ``card_context["constraints"]``).
     """
-    from experiments.export.onnx import DEFAULT_OPSET, export_onnx
-    from experiments.export.torch_export import export_pt2
+    from rapport.experiments.export.onnx import DEFAULT_OPSET, export_onnx
+    from rapport.experiments.export.torch_export import export_pt2
 
     formats = normalise_formats(formats)
     if mode not in MODES:
@@ -151,15 +151,14 @@ def _example_features(schema: DecisionSchema, scenario: dict[str, Any]) -> np.nd
     """A few real observations of the scenario for the MLflow input example (random valid
     features when the scenario cannot be rebuilt here)."""
     try:
-        import envs
-
+        import rapport.envs as envs
         env = envs.PopulationEnv(num_envs=4, scenario=str(scenario.get("name", "retail")),
                                  include_latent=False)
         if tuple(env.feature_names) == tuple(schema.feature_names):
             return env.reset(seed=0)[0]
     except Exception as err:  # a calibrated scenario file that is not on this machine
         log.info("input example from random features (%s)", err)
-    from experiments.export.samples import random_observations
+    from rapport.experiments.export.samples import random_observations
 
     return random_observations(schema, 4, np.random.default_rng(0))
 
@@ -194,7 +193,7 @@ def export_run(run_id: str | None, out_dir: str | Path | None = None, *,
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from experiments.policy_store import load_logged_policy
+    from rapport.experiments.policy_store import load_logged_policy
 
     formats = normalise_formats(formats)
     if register and "mlflow" not in formats:
@@ -248,7 +247,7 @@ def _log_to_run(result: ExportResult, run: dict[str, Any], schema: DecisionSchem
                 alias: str | None, promotion: dict[str, Any] | None) -> None:
     import mlflow
 
-    from experiments.export.pyfunc import log_policy_model, register_policy_model
+    from rapport.experiments.export.pyfunc import log_policy_model, register_policy_model
 
     run_id = run["run_id"]
     client = mlflow.MlflowClient()

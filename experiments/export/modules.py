@@ -7,7 +7,7 @@ Every exported policy is a :class:`DecisionModule`::
                                                  ──► actions (n, 3) int64, propensity (n,) float64
 
 * **Eligibility** (:class:`EligibilityLayer`) re-implements the simulator's action-mask rule
-  (``envs.observation.action_mask``) from observable columns only: channel ``j`` is useful when
+  (``rapport.envs.observation.action_mask``) from observable columns only: channel ``j`` is useful when
   ``optin_<channel j>`` is set; an offer needs some reachable channel; paid-media spend levels
   need the paid-media opt-in; "no contact", "no offer" and "no spend" are always allowed. A test
   checks it against the simulator's own mask.
@@ -50,10 +50,10 @@ PAID_MEDIA = "paid_media"
 class EligibilityRule:
     """Which actions are allowed, computed from observable feature columns.
 
-    The simulator's rule (``envs.observation.action_mask``: a channel needs the customer's
+    The simulator's rule (``rapport.envs.observation.action_mask``: a channel needs the customer's
     opt-in) restated over the ``optin_<channel>`` features so that it can travel inside an
     exported model, and, when the run had them, the contact rules it trained and was evaluated
-    under (``agents.constraints.ContactRules``): at most ``max_contacts_4w`` contacts in the
+    under (``rapport.agents.constraints.ContactRules``): at most ``max_contacts_4w`` contacts in the
     previous 4 weeks plus this one (``contacts_4w_<channel>`` summed), none unless every
     ``weeks_since_contact_<channel>`` is at least ``quiet_weeks``.
     """
@@ -192,7 +192,7 @@ class ArmPenalty(nn.Module):
 
 
 def _cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draw per row with a uniform ``u`` (n, 1); as ``agents.rl_policy.SB3Policy``."""
+    """Inverse-CDF draw per row with a uniform ``u`` (n, 1); as ``rapport.agents.rl_policy.SB3Policy``."""
     cdf = torch.cumsum(probs, dim=1)
     cdf = cdf / cdf[:, -1:]
     return (cdf <= u).sum(dim=1)
@@ -248,7 +248,7 @@ class SB3Selector(nn.Module):
 
     ``dims``: the model's own action dimensions (``nvec`` for MultiDiscrete models,
     ``(prod(nvec),)`` for Discrete / flattened ones). Sampling uses one uniform per dimension
-    (``noise[:, d]``), the draw :class:`agents.rl_policy.SB3Policy` makes with ``rng.random``.
+    (``noise[:, d]``), the draw :class:`rapport.agents.rl_policy.SB3Policy` makes with ``rng.random``.
     """
 
     def __init__(self, dims: tuple[int, ...], nvec: tuple[int, int, int], is_dqn: bool,
@@ -308,7 +308,7 @@ class LinearArmScorer(nn.Module):
     """A bandit's per-arm ridge model on the allowed arms.
 
     ``masked_mean = [x - mean | forbidden] @ [θ[:, :d]ᵀ/std ; -1e30·S] + θ[:, d]`` in float32:
-    the standardisation folded into the weights, exactly as ``agents.bandits.LinearFit.predict``
+    the standardisation folded into the weights, exactly as ``rapport.agents.bandits.LinearFit.predict``
     scores (so near-ties round the same way), with the eligibility penalty (:data:`FORBIDDEN`)
     folded into the same matrix product. With ``cov`` also ``var = z̃ᵀ cov_k z̃`` in float64, as
     a product of the upper triangle of ``z̃ z̃ᵀ`` with the stacked covariances ((n, (d+1)(d+2)/2)
@@ -356,10 +356,10 @@ class LinearArmSelector(nn.Module):
     Modes: ``greedy`` (argmax mean; ties to the first arm; propensity 1), ``ucb`` (argmax of
     mean + ``scale``·sqrt(var); propensity 1), ``epsilon`` (greedy with probability 1-ε, else
     uniform over allowed arms; ``noise[:, 0]`` picks the uniform arm and ``noise[:, 1] < ε``
-    decides to explore -- the order in which ``agents.bandits.EpsilonRule`` draws them),
+    decides to explore -- the order in which ``rapport.agents.bandits.EpsilonRule`` draws them),
     ``thompson`` (argmax of mean + ``scale``·sqrt(var)·``noise`` with ``noise`` (n, K) standard
     normal; propensity ``(hits + 1) / (M + 1)`` over the M rows of ``propensity_noise``, as
-    ``agents.bandits.ThompsonRule``). Rows with no allowed candidate get do-nothing, propensity 1.
+    ``rapport.agents.bandits.ThompsonRule``). Rows with no allowed candidate get do-nothing, propensity 1.
     """
 
     def __init__(self, arms: np.ndarray, mode: str, epsilon: float = 0.0, scale: float = 0.0):

@@ -1,10 +1,10 @@
 """ONNX export: one self-contained ``.onnx`` file (no external data), named inputs, a dynamic
-batch axis, and the :class:`~experiments.export.build.ExportSpec` JSON in its metadata.
+batch axis, and the :class:`~rapport.experiments.export.build.ExportSpec` JSON in its metadata.
 
 Inputs: ``features`` (batch, F) float32, columns in ``spec.feature_names``; in exploration
 modes also ``noise`` (and ``propensity_noise`` for Thompson sampling), float64.
 Outputs: ``actions`` (batch, 3) int64 -- (channel, offer, spend level) -- and ``propensity``
-(batch,) float64. :mod:`experiments.export.decision_runtime` runs it with onnxruntime alone.
+(batch,) float64. :mod:`rapport.experiments.export.decision_runtime` runs it with onnxruntime alone.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 import onnx
 import torch
 
-from experiments.export._examples import dynamic_shapes, example_inputs, input_names
-from experiments.export.build import ExportSpec
-from experiments.export.decision_runtime import SPEC_KEY
-from experiments.export.modules import DecisionModule, exported
+from rapport.experiments.export._examples import dynamic_shapes, example_inputs, input_names
+from rapport.experiments.export.build import ExportSpec
+from rapport.experiments.export.decision_runtime import SPEC_KEY
+from rapport.experiments.export.modules import DecisionModule, exported
 
 __all__ = ["DEFAULT_OPSET", "export_onnx"]
 

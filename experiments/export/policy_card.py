@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from experiments.export.build import ExportSpec
+from rapport.experiments.export.build import ExportSpec
 
 __all__ = ["FEATURE_MEANINGS", "build_card", "card_markdown", "write_card"]
 

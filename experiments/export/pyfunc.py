@@ -1,12 +1,12 @@
 """The MLflow model of an exported policy: a pyfunc over the ONNX decision, with a signature,
 an input example, the policy card, and registration under a name with an alias.
 
-The model is logged "from code" (:mod:`experiments.export.pyfunc_model` with
-:mod:`experiments.export.decision_runtime` as a code path), so
+The model is logged "from code" (:mod:`rapport.experiments.export.pyfunc_model` with
+:mod:`rapport.experiments.export.decision_runtime` as a code path), so
 ``mlflow.pyfunc.load_model("models:/NAME@champion")`` and ``mlflow models serve`` need neither
 torch nor Rapport. ``predict(df)`` (or a list of customer records) returns one decision per
 customer -- ``channel``, ``offer``, ``spend_level`` and ``propensity`` -- see
-:mod:`~experiments.export.pyfunc_model`. The signature comes from that module's type hints, so
+:mod:`~rapport.experiments.export.pyfunc_model`. The signature comes from that module's type hints, so
 MLflow itself rejects a missing, extra, non-numeric or NaN feature, naming it.
 """
 
@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 import pydantic
 
-from experiments.export.build import ExportSpec
+from rapport.experiments.export.build import ExportSpec
 
 __all__ = ["ALIASES", "example_records", "log_policy_model", "register_policy_model",
            "save_policy_model"]

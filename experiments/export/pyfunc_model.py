@@ -28,7 +28,7 @@ from mlflow.pyfunc import PythonModel
 try:  # inside a logged model: decision_runtime.py is on sys.path as a code path
     from decision_runtime import DecisionRunner, InvalidDecisionInput
 except ImportError:  # pragma: no cover - when loaded from a Rapport checkout
-    from experiments.export.decision_runtime import DecisionRunner, InvalidDecisionInput
+    from rapport.experiments.export.decision_runtime import DecisionRunner, InvalidDecisionInput
 
 FEATURE_NAMES: tuple[str, ...] = tuple(
     ModelConfig(development_config={"feature_names": []}).get("feature_names"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.protocol import DecisionSchema
+from rapport.agents.protocol import DecisionSchema
 
 __all__ = ["random_observations"]
 
@@ -60,8 +60,8 @@ BANDIT_KINDS = ("linucb", "thompson", "epsilon")
 
 def quick_population(customers: int = 256, horizon: int = 8, scenario: str = "retail"):
     """A SAME_STEP population env (what SB3 trains on) and its decision schema."""
-    import envs
-    from experiments.builders import schema_of
+    import rapport.envs as envs
+    from rapport.experiments.builders import schema_of
 
     env = envs.PopulationEnv(num_envs=customers, scenario=scenario, horizon=horizon,
                              autoreset_mode="same_step", include_latent=False)
@@ -75,9 +75,9 @@ def quick_sb3_policy(kind: str, *, seed: int = 0, customers: int = 256, steps: i
     does); the VecNormalize is returned too, as an independent reference."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents.rl import make_dqn, make_maskable_ppo, make_ppo
-    from agents.rl_policy import SB3Policy
-    from agents.sb3_adapter import BatchedVecEnv
+    from rapport.agents.rl import make_dqn, make_maskable_ppo, make_ppo
+    from rapport.agents.rl_policy import SB3Policy
+    from rapport.agents.sb3_adapter import BatchedVecEnv
 
     env, schema = quick_population(customers)
     norm = None
@@ -101,7 +101,7 @@ def quick_sb3_policy(kind: str, *, seed: int = 0, customers: int = 256, steps: i
 def quick_bandit(kind: str, *, seed: int = 0, customers: int = 3000, weeks: int = 2):
     """A linear bandit learner (``kind`` in :data:`BANDIT_KINDS`) fitted on ``weeks`` of random
     actions, and the schema."""
-    from agents.bandits import EpsilonGreedy, LinearThompson, LinUCB
+    from rapport.agents.bandits import EpsilonGreedy, LinearThompson, LinUCB
 
     env, schema = quick_population(customers)
     make = {"linucb": lambda: LinUCB(schema), "thompson": lambda: LinearThompson(schema),

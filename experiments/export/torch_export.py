@@ -3,7 +3,7 @@
 This is what the issue calls "TorchScript": in torch 2.13 ``torch.jit.trace``/``script`` are
 deprecated and ``jit.script`` fails on SB3 policies, and ``torch.export`` is their successor.
 The file holds the whole decision (eligibility + preprocessing + policy + selector) and the
-:class:`~experiments.export.build.ExportSpec` JSON as an extra file. Loading needs torch only::
+:class:`~rapport.experiments.export.build.ExportSpec` JSON as an extra file. Loading needs torch only::
 
     program = torch.export.load("policy.pt2")
     actions, propensity = program.module()(features)      # features: (n, F) float32 tensor
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from experiments.export._examples import dynamic_shapes, example_inputs
-from experiments.export.build import ExportSpec
-from experiments.export.modules import DecisionModule, exported
+from rapport.experiments.export._examples import dynamic_shapes, example_inputs
+from rapport.experiments.export.build import ExportSpec
+from rapport.experiments.export.modules import DecisionModule, exported
 
 __all__ = ["SPEC_FILE", "export_pt2", "load_pt2"]
 

@@ -1,7 +1,7 @@
 """Where Rapport's Ray work runs: one typed config and one way to connect.
 
 Both users of Ray — the Hydra launcher (``hydra/launcher=ray``, a sweep's jobs as Ray tasks) and
-sharded evaluation (:mod:`experiments.sharding`, a population's shards as Ray actors) — connect
+sharded evaluation (:mod:`rapport.experiments.sharding`, a population's shards as Ray actors) — connect
 through :func:`init_ray`, so ``address``, the temp dir and the loopback rule mean the same thing
 in both.
 

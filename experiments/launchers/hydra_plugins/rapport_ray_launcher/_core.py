@@ -41,7 +41,7 @@ from hydra.core.utils import (
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments.launchers.ray_cluster import RayConfig, init_ray, shutdown_ray
+from rapport.experiments.launchers.ray_cluster import RayConfig, init_ray, shutdown_ray
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from experiments.launchers.ray_cluster import RayConfig
+from rapport.experiments.launchers.ray_cluster import RayConfig
 
 
 @dataclass
@@ -26,7 +26,7 @@ class RayLauncherConf:
 
     _target_: str = "hydra_plugins.rapport_ray_launcher.ray_launcher.RayLauncher"
     ray: RayConfig = field(default_factory=RayConfig)
-    """Where the jobs run (``experiments.launchers.ray_cluster.RayConfig``)."""
+    """Where the jobs run (``rapport.experiments.launchers.ray_cluster.RayConfig``)."""
     num_cpus_per_job: float = 1.0
     """CPUs Ray reserves for each job (jobs run concurrently as far as the cluster's CPUs allow)."""
     num_gpus_per_job: float = 0.0
