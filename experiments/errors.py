@@ -135,6 +135,9 @@ def describe(err: BaseException) -> tuple[int, str]:
         head = "; ".join(p for p in _one_line(str(err)).split("; ") if not p.startswith(_HYDRA_NOISE))
         cause = err.__cause__
         detail = _omegaconf_message(cause) if cause is not None else None
+        if detail is None and cause is not None:  # e.g. instantiate(): the import that failed
+            head = head.replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception", "")
+            return EXIT_INPUT, f"{head} ({type(cause).__name__}: {_one_line(str(cause))})"
         if detail is None:
             return EXIT_INPUT, head
         if _valid_keys(getattr(cause, "object_type", None)) and "no such key" in detail:

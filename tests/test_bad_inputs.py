@@ -206,6 +206,27 @@ def empty_store(tmp_path_factory):
     return folder / "mlflow.db"
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """An in-process Hydra app points the root logger at this test's captured stdout; put the
+    handlers back so later tests on this worker do not log to a closed stream."""
+    import logging
+
+    loggers = [logging.root, *[lg for lg in logging.Logger.manager.loggerDict.values()
+                               if isinstance(lg, logging.Logger)]]
+    saved = {lg: (lg.handlers[:], lg.level, lg.propagate) for lg in loggers}
+    yield
+    for lg in [logging.root, *[lg for lg in logging.Logger.manager.loggerDict.values()
+                               if isinstance(lg, logging.Logger)]]:
+        handlers, level, propagate = saved.get(lg, ([], logging.NOTSET, True))
+        for h in lg.handlers:
+            if h not in handlers:
+                lg.removeHandler(h)
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A fresh working folder whose store is ``sqlite:///<it>/mlflow.db`` (not created);
