@@ -143,3 +143,36 @@ def test_wheel_runs_an_experiment_from_a_foreign_directory(wheel_venv, tmp_path)
         cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert compare.returncode == 0, compare.stdout[-3000:] + compare.stderr[-3000:]
     assert "mass" in compare.stdout
+
+
+def _requirement_name(spec: str) -> str:
+    import re
+
+    return re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_directly_imported_package_is_declared():
+    import ast
+    from importlib.metadata import packages_distributions
+
+    declared = {_requirement_name(s) for s in
+                tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    first_party = {"rapport", "hydra_plugins", "decision_runtime"}  # the export's runtime file
+    imported: dict[str, str] = {}
+    for folder in ("envs", "agents", "experiments"):
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                         and node.level == 0 else [])
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in first_party:
+                        imported.setdefault(top, str(f.relative_to(ROOT)))
+    dists = packages_distributions()
+    missing = {}
+    for module, where in sorted(imported.items()):
+        names = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
+        if not names & declared:
+            missing[module] = (sorted(names), where)
+    assert not missing, f"imported directly but not declared in [project] dependencies: {missing}"
