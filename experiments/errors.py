@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXIT_INPUT", "EXIT_INTERNAL", "UserError", "check_store_exists", "check_writable", "describe", "full_error_requested",
+__all__ = ["EXIT_INPUT", "EXIT_INTERNAL", "UserError", "check_writable", "describe", "full_error_requested",
            "mark_failed_output", "model_folder", "run_hydra_app", "staged_file", "user_input"]
 
 EXIT_INPUT = 2
@@ -217,26 +217,6 @@ def model_folder(what: str, entry: str) -> Path | None:
                 else "a folder without an MLmodel file")
         raise UserError(f"{what} {entry!r} is not a policy folder: it is {kind}; give {POLICY_SOURCES}")
     return path
-
-
-def check_store_exists(tracking_uri: str, looking_for: str) -> None:
-    """Raise :class:`UserError` when a local tracking store (``sqlite:///file`` or ``file:``/path)
-    does not exist: ``looking_for`` (a run, a model) cannot be in it, and opening it would create
-    an empty store as a side effect."""
-    from urllib.parse import urlparse
-
-    uri = str(tracking_uri)
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
-    elif uri.startswith("file:"):
-        path = Path(urlparse(uri).path)
-    elif "://" not in uri and ":" not in uri[1:2]:  # a plain folder path
-        path = Path(uri)
-    else:
-        return  # a server or a store we cannot check cheaply
-    if not path.exists():
-        raise UserError(f"{looking_for}: the tracking store {uri} does not exist (set tracking.uri or "
-                        "$MLFLOW_TRACKING_URI to the store rapport-train wrote to)")
 
 
 @contextmanager

@@ -32,7 +32,6 @@ from rapport.experiments.config import (
 )
 from rapport.experiments.errors import (
     UserError,
-    check_store_exists,
     marks_failed_output,
     model_folder,
     run_hydra_app,
@@ -42,6 +41,7 @@ from rapport.experiments.evaluation import summarize
 from rapport.experiments.progress import progress_enabled
 from rapport.experiments.sharding import evaluate_configured
 from rapport.experiments.tracking import flatten_params, resolve_tracking_uri, start_run
+from rapport.experiments.tracking_store import check_store_exists
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -85,6 +85,16 @@ def local_store(uri: str) -> tuple[str, Path] | None:
     return None
 
 
+def check_store_exists(tracking_uri: str, looking_for: str) -> None:
+    """Raise :class:`UserError` when a local tracking store (``sqlite:///file`` or ``file:``/path)
+    does not exist: ``looking_for`` (a run, a model) cannot be in it, and opening it would create
+    an empty store as a side effect. Servers and server databases are not checked."""
+    local = local_store(str(tracking_uri))
+    if local is not None and not local[1].exists():
+        raise UserError(f"{looking_for}: the tracking store {tracking_uri} does not exist (set "
+                        "tracking.uri or $MLFLOW_TRACKING_URI to the store rapport-train wrote to)")
+
+
 def _fail(uri: str, what: str, err: OSError | None = None) -> TrackingStoreError:
     reason = f" ({err.strerror or err})" if err is not None else ""
     return TrackingStoreError(f"tracking URI {uri!r}: {what}{reason}. Valid: {VALID_URIS}")

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from rapport.agents.protocol import DecisionSchema
-from rapport.experiments.errors import POLICY_SOURCES, UserError, check_store_exists, model_folder
+from rapport.experiments.errors import POLICY_SOURCES, UserError, model_folder
 from rapport.experiments.export.build import MODES, ExportSpec, build_decision_module
 from rapport.experiments.export.policy_card import build_card, write_card
+from rapport.experiments.tracking_store import check_store_exists
 
 __all__ = ["FORMATS", "ExportResult", "export_policy", "export_run", "normalise_formats"]
 
