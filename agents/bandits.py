@@ -23,8 +23,9 @@ features (dollars, weeks, flags) work and the ridge penalty means the same for e
 decision for decision (``tests/test_textbook_bandits.py``).
 
 Reward: whatever the caller passes to ``update``; :meth:`LinearBandit.update_from_step` applies
-the configured ``reward`` — this week's profit (default) or :class:`LTVProxyReward` (profit plus
-λ × the change in an observable lifetime-value proxy).
+the configured ``reward`` — this week's profit (default) or ``"lifetime_value_shaped"``
+(:class:`ResidualValueShaping`: profit plus the discounted change in the customer's latent
+residual value, a training signal of the simulator; see :mod:`rapport.agents.bandit_rewards`).
 
 Persistence and export: ``state_dict()`` / ``load_state_dict()`` and ``save()`` / ``load()``
 (``.npz``, no pickle) round-trip a learner; ``linear_parameters()`` gives the scoring as plain
@@ -48,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from rapport.agents.bandit_rewards import (
-    LTVProxyReward,
+    ResidualValueShaping,
     RewardSpec,
     resolve_reward,
     reward_from_dict,
@@ -77,7 +78,7 @@ from rapport.agents.validation import (
 )
 
 __all__ = [
-    "DisjointRidge", "EpsilonGreedy", "EpsilonRule", "ExplorationRule", "GreedyRule", "LTVProxyReward",
+    "DisjointRidge", "EpsilonGreedy", "EpsilonRule", "ExplorationRule", "GreedyRule", "ResidualValueShaping",
     "LinUCB", "LinearArmPolicy", "LinearBandit", "LinearFit", "LinearThompson", "RewardSpec",
     "ThompsonRule", "UCBRule", "arm_feedback", "load_state", "resolve_reward", "reward_from_dict",
     "reward_to_dict", "rule_from_dict", "rule_to_dict", "save_state",
@@ -156,21 +157,22 @@ class LinearBandit:
         et al. 2011, §5) — the policy is refitted only once some arm's observation count has grown
         by a factor ``1 + g`` since the last refit (for d features the Gram determinant then
         grows by about ``(1 + g)^d``); cheaper per decision at a small cost in regret.
-    reward : ``"profit"`` (default, same as None), ``"ltv_proxy"`` or an :class:`LTVProxyReward`
-        How :meth:`update_from_step` turns a week's profit into the bandit's reward.
-        (:meth:`update` takes rewards as given.)
-    ltv_weight : float
-        λ of ``reward="ltv_proxy"``: reward = profit + λ · ΔV (see :class:`LTVProxyReward`).
+    reward : ``"profit"`` (default, same as None), ``"lifetime_value_shaped"`` or a
+        :class:`ResidualValueShaping`: how :meth:`update_from_step` turns a week's profit into
+        the bandit's reward. (:meth:`update` takes rewards as given.)
+    value_discount : float, optional
+        The weekly discount of ``"lifetime_value_shaped"`` (default 10 % a year; rapport-train
+        passes the evaluation's).
     """
 
     def __init__(self, schema: DecisionSchema, rule: ExplorationRule, *,
                  arms: np.ndarray | Sequence[Sequence[int]] | None = None, ridge: float = 1.0,
-                 refit_growth: float = 0.0, reward: RewardSpec = None, ltv_weight: float = 1.0,
-                 standardize: bool = True) -> None:
+                 refit_growth: float = 0.0, reward: RewardSpec = None,
+                 standardize: bool = True, value_discount: float | None = None) -> None:
         refit_growth = check_real("refit_growth", refit_growth, minimum=0.0,
                                   meaning="relative growth of an arm's count that triggers a refit; 0 = every update")
         self.schema, self.rule, self.refit_growth = schema, rule, refit_growth
-        self.reward = resolve_reward(schema, reward, ltv_weight)
+        self.reward = resolve_reward(schema, reward, value_discount)
         self.arms = check_arms(all_joint_actions(schema.nvec) if arms is None else arms, schema.nvec)
         self.model = DisjointRidge(schema.n_features, len(self.arms), ridge, standardize)
         self._arm_of = np.full(schema.n_joint_actions, -1, np.int64)
@@ -195,9 +197,11 @@ class LinearBandit:
             self._current = None
 
     def update_from_step(self, obs: np.ndarray, actions: np.ndarray, profit: np.ndarray,
-                         next_obs: np.ndarray) -> None:
-        """:meth:`update` with the configured reward (``reward``) of one env step."""
-        rewards = profit if self.reward is None else self.reward(obs, profit, next_obs)
+                         next_obs: np.ndarray, *, value: np.ndarray | None = None,
+                         next_value: np.ndarray | None = None) -> None:
+        """:meth:`update` with the configured reward (``reward``) of one env step (``value``,
+        ``next_value``: the rows' residual values before and after it, for the shaped reward)."""
+        rewards = profit if self.reward is None else self.reward(profit, value, next_value)
         self.update(obs, actions, rewards)
 
     def policy(self, explore: bool = False) -> LinearArmPolicy:
@@ -313,9 +317,10 @@ class EpsilonGreedy(LinearBandit):
 
     def __init__(self, schema: DecisionSchema, *, epsilon: float = 0.1, arms=None, ridge: float = 1.0,
                  refit_growth: float = 0.0, reward: RewardSpec = None,
-                 ltv_weight: float = 1.0, standardize: bool = True) -> None:
+                 standardize: bool = True, value_discount: float | None = None) -> None:
         super().__init__(schema, EpsilonRule(epsilon), arms=arms, ridge=ridge, refit_growth=refit_growth,
-                         reward=reward, ltv_weight=ltv_weight, standardize=standardize)
+                         reward=reward, standardize=standardize,
+                         value_discount=value_discount)
 
 
 class LinUCB(LinearBandit):
@@ -328,9 +333,10 @@ class LinUCB(LinearBandit):
 
     def __init__(self, schema: DecisionSchema, *, alpha: float = 1.0, scale_by_noise: bool = True,
                  arms=None, ridge: float = 1.0, refit_growth: float = 0.0, reward: RewardSpec = None,
-                 ltv_weight: float = 1.0, standardize: bool = True) -> None:
+                 standardize: bool = True, value_discount: float | None = None) -> None:
         super().__init__(schema, UCBRule(alpha, scale_by_noise), arms=arms, ridge=ridge, refit_growth=refit_growth,
-                         reward=reward, ltv_weight=ltv_weight, standardize=standardize)
+                         reward=reward, standardize=standardize,
+                         value_discount=value_discount)
 
 
 class LinearThompson(LinearBandit):
@@ -338,7 +344,9 @@ class LinearThompson(LinearBandit):
 
     def __init__(self, schema: DecisionSchema, *, v: float = 1.0, scale_by_noise: bool = True,
                  propensity_draws: int = 64, arms=None, ridge: float = 1.0, refit_growth: float = 0.0,
-                 reward: RewardSpec = None, ltv_weight: float = 1.0, standardize: bool = True) -> None:
+                 reward: RewardSpec = None, standardize: bool = True,
+                 value_discount: float | None = None) -> None:
         super().__init__(schema, ThompsonRule(v, scale_by_noise, propensity_draws), arms=arms, ridge=ridge,
-                         refit_growth=refit_growth, reward=reward, ltv_weight=ltv_weight, standardize=standardize)
+                         refit_growth=refit_growth, reward=reward, standardize=standardize,
+                         value_discount=value_discount)
 

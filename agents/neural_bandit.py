@@ -124,8 +124,9 @@ class NeuralLinearThompson:
     buffer_size : replay buffer capacity (most recent observations).
     seed : network initialisation and minibatch sampling.
     torch_threads : ``torch.set_num_threads`` (process-wide) at construction; None leaves it.
-    reward, ltv_weight : reward of :meth:`update_from_step`: ``"profit"`` (default) or
-        ``"ltv_proxy"`` with weight λ (see :func:`rapport.agents.bandits.resolve_reward`).
+    reward, value_discount : reward of :meth:`update_from_step`: ``"profit"`` (default) or
+        ``"lifetime_value_shaped"`` at weekly discount ``value_discount`` (see
+        :mod:`rapport.agents.bandit_rewards`).
     """
 
     def __init__(self, schema: DecisionSchema, *, hidden: Sequence[int] = (64,), embedding_dim: int = 16,
@@ -133,7 +134,8 @@ class NeuralLinearThompson:
                  arms: np.ndarray | Sequence[Sequence[int]] | None = None, ridge: float = 1.0,
                  retrain_every: int = 2000, train_steps: int = 100, batch_size: int = 256,
                  learning_rate: float = 3e-3, buffer_size: int = 50_000, seed: int = 0,
-                 torch_threads: int | None = 1, reward: RewardSpec = None, ltv_weight: float = 1.0) -> None:
+                 torch_threads: int | None = 1, reward: RewardSpec = None,
+                 value_discount: float | None = None) -> None:
         for name, value in (("embedding_dim", embedding_dim), ("retrain_every", retrain_every),
                             ("train_steps", train_steps), ("batch_size", batch_size), ("buffer_size", buffer_size)):
             check_count(name, value, minimum=1)
@@ -142,7 +144,7 @@ class NeuralLinearThompson:
         check_real("learning_rate", learning_rate, minimum=0.0, exclusive=True, meaning="Adam step size")
         if torch_threads is not None and torch.get_num_threads() != torch_threads:
             torch.set_num_threads(int(torch_threads))
-        self.schema, self.reward = schema, resolve_reward(schema, reward, ltv_weight)
+        self.schema, self.reward = schema, resolve_reward(schema, reward, value_discount)
         self.arms = check_arms(all_joint_actions(schema.nvec) if arms is None else arms, schema.nvec)
         self.rule = ThompsonRule(v, scale_by_noise, propensity_draws)
         self.config = {"hidden": [int(h) for h in hidden], "embedding_dim": int(embedding_dim), "ridge": float(ridge),
@@ -192,9 +194,11 @@ class NeuralLinearThompson:
         self._current = None
 
     def update_from_step(self, obs: np.ndarray, actions: np.ndarray, profit: np.ndarray,
-                         next_obs: np.ndarray) -> None:
-        """:meth:`update` with the configured reward (``reward``) of one env step."""
-        self.update(obs, actions, profit if self.reward is None else self.reward(obs, profit, next_obs))
+                         next_obs: np.ndarray, *, value: np.ndarray | None = None,
+                         next_value: np.ndarray | None = None) -> None:
+        """:meth:`update` with the configured reward (``reward``) of one env step (``value``,
+        ``next_value``: the rows' residual values before and after it, for the shaped reward)."""
+        self.update(obs, actions, profit if self.reward is None else self.reward(profit, value, next_value))
 
     def _remember(self, obs: np.ndarray, arm: np.ndarray, rewards: np.ndarray) -> None:
         cap = len(self._buf_arm)

@@ -9,8 +9,10 @@ to the tracker (batched by the tracker).
 * **bandit**: online on ``train.customers`` customers for ``train.episodes`` × ``env.horizon``
   weeks: each week the learner (inside the constraints) acts on every customer, the env steps,
   the learner updates on (observation, executed action, profit, next observation) through its
-  ``update_from_step`` (so its own ``reward``/``ltv_weight`` params decide the reward: profit or
-  profit + λ·Δ lifetime-value proxy), else ``update`` with profit. Rows whose episode ended
+  ``update_from_step`` (so its own ``reward`` param decides the reward: profit, or with
+  ``lifetime_value_shaped`` profit + d·V(s') − V(s) on the latent residual value, which this loop
+  reads from ``info["residual_value"]`` and passes in; ``d`` is the evaluation's weekly discount,
+  given to the learner as ``value_discount``), else ``update`` with profit. Rows whose episode ended
   (opted out of everything) are not learned from on their reset step. Metrics per week:
   ``train/profit_per_customer``, ``train/contact_share``, ``train/offer_share``,
   ``train/mean_propensity``, ``train/episode``.
@@ -23,6 +25,7 @@ to the tracker (batched by the tracker).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,12 +85,16 @@ def _baseline(settings: RunConfig, scenario: Any) -> Trained:
 
 
 def _train_bandit(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker, progress: bool) -> Trained:
-    env = builders.make_env(settings.env, customers=settings.train.customers, scenario=scenario)
+    agent_cfg = _with_value_discount(settings.agent, settings.evaluation.weekly_discount)
+    shaped = agent_cfg.params.get("reward") == "lifetime_value_shaped"
+    env = builders.make_env(settings.env, customers=settings.train.customers, scenario=scenario,
+                            value_discount=settings.evaluation.weekly_discount if shaped else None)
     schema = builders.schema_of(env)
-    learner = builders.build_bandit(settings.agent, schema, seed=seeds.agent)
+    learner = builders.build_bandit(agent_cfg, schema, seed=seeds.agent)
     acting = builders.wrap_constraints(learner, schema, settings.constraints, env.num_envs)
-    # the learner's own reward (profit, or its lifetime-value proxy) when it defines one
+    # the learner's own reward (profit, or profit shaped by the residual value) when it defines one
     from_step = getattr(learner, "update_from_step", None)
+    value = None
     rng = np.random.default_rng(seeds.agent)
     history: list[dict[str, float]] = []
     H, n = settings.env.horizon, env.num_envs
@@ -99,9 +106,15 @@ def _train_bandit(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tra
             learnable = np.ones(n, bool)
             for _ in range(H):
                 actions, propensities = acting.act(obs, rng, action_mask=info["action_mask"])
+                if shaped:
+                    value = info["residual_value"].copy()
                 next_obs, profit, terminated, truncated, info = env.step(actions)
                 rows = np.flatnonzero(learnable)
-                if rows.size and from_step is not None:
+                if rows.size and from_step is not None and shaped:
+                    # next-step autoreset: a done row's value is still its last state's
+                    from_step(obs[rows], actions[rows], profit[rows], next_obs[rows],
+                              value=value[rows], next_value=info["residual_value"][rows])
+                elif rows.size and from_step is not None:
                     from_step(obs[rows], actions[rows], profit[rows], next_obs[rows])
                 elif rows.size:
                     learner.update(obs[rows], actions[rows], profit[rows])
@@ -119,6 +132,22 @@ def _train_bandit(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tra
     core = learner.policy(explore=settings.agent.eval_mode == "explore") if hasattr(learner, "policy") else learner
     return Trained(_frozen_factory(core, settings), core_policy=core, history=history,
                    learning_curve_key="train/profit_per_customer")
+
+
+def _with_value_discount(agent: Any, weekly_discount: float) -> Any:
+    """The agent config with the evaluation's weekly discount as ``value_discount`` for a
+    ``lifetime_value_shaped`` bandit reward; an explicit different discount is an error (it
+    would train on something the evaluation does not measure)."""
+    params = dict(agent.params)
+    if params.get("reward") != "lifetime_value_shaped":
+        return agent
+    own = params.get("value_discount")
+    if own is not None and (not isinstance(own, int | float) or abs(float(own) - weekly_discount) > 1e-9):
+        raise ValueError(f"agent.params.value_discount={own!r} contradicts reward='lifetime_value_shaped': "
+                         f"that reward trains with the evaluation's weekly discount {weekly_discount:.6f} "
+                         "(from evaluation.annual_discount_rate); remove value_discount from the agent's params")
+    params["value_discount"] = weekly_discount
+    return dataclasses.replace(agent, params=params)
 
 
 def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker, progress: bool) -> Trained:

@@ -96,8 +96,7 @@ def bandit_arms(schema: DecisionSchema, which: str) -> np.ndarray | None:
 
 
 def new_linucb(args, schema) -> LinUCB:
-    return LinUCB(schema, alpha=args.alpha, arms=bandit_arms(schema, args.arms), reward=args.bandit_reward,
-                  ltv_weight=args.ltv_weight)
+    return LinUCB(schema, alpha=args.alpha, arms=bandit_arms(schema, args.arms))
 
 
 def with_rules(policy: Policy, schema: DecisionSchema, quiet_weeks: int) -> Policy:
@@ -177,8 +176,6 @@ def main() -> None:
     ap.add_argument("--quiet-weeks", type=int, default=2,
                     help="contact rule around the bandit (0: none); picked on eval seeds 2024-2025 with "
                          "--arms owned: 2 weeks +0.7/+1.3 per customer over mass marketing, 3 weeks +0.3/+0.8")
-    ap.add_argument("--bandit-reward", choices=["profit", "ltv_proxy"], default="profit")
-    ap.add_argument("--ltv-weight", type=float, default=0.3)
     ap.add_argument("--ppo-seconds", type=float, default=360.0, help="wall-clock training budget; 0 skips PPO")
     ap.add_argument("--ppo-customers", type=int, default=4096)
     ap.add_argument("--ppo-gamma", type=float, default=0.95,
@@ -267,7 +264,7 @@ def main() -> None:
         print(f"{name:<48} {total.mean():>16.3f} {diff.mean():>+13.3f} ± {se:.3f}   {shown}")
     summary = {"bench": "policies", "scenario": "retail", "customers": n, "weeks": HORIZON,
                "eval_seeds": seeds, "train_seed": args.train_seed, "arms": args.arms,
-               "bandit_episodes": args.bandit_episodes, "bandit_reward": args.bandit_reward,
+               "bandit_episodes": args.bandit_episodes, "bandit_reward": "profit",
                "ppo_normalize": args.ppo_normalize, "ppo_minibatches": args.ppo_minibatches,
                "ppo_lr": args.ppo_lr, "ppo_gamma": args.ppo_gamma, "ppo_ent": args.ppo_ent,
                "quiet_weeks": args.quiet_weeks, "results": rows, **notes,

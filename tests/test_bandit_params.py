@@ -4,7 +4,6 @@ from the constructor and from a Hydra override (``agent.params.alpha=nan`` used 
 import numpy as np
 import pytest
 
-from rapport.agents.bandit_rewards import LTVProxyReward
 from rapport.agents.bandits import EpsilonGreedy, LinearBandit, LinearThompson, LinUCB
 from rapport.agents.exploration import rule_from_dict
 from rapport.agents.neural_bandit import NeuralLinearThompson
@@ -37,9 +36,10 @@ BAD = [
     (LinUCB, {"standardize": None}, r"standardize must be true or false.*None"),
     (LinUCB, {"refit_growth": -0.5}, r"refit_growth must be a finite number >= 0 .*got -0.5"),
     (LinUCB, {"refit_growth": NAN}, r"refit_growth must be a finite number >= 0 .*got nan"),
-    (LinUCB, {"ltv_weight": NAN}, r"ltv_weight must be a finite number >= 0 .*got nan"),
-    (LinUCB, {"reward": "ltv_proxy", "ltv_weight": -1}, r"ltv_weight must be a finite number >= 0 .*got -1"),
-    (LinUCB, {"reward": "revenue"}, r"reward must be 'profit', 'ltv_proxy'"),
+    (LinUCB, {"value_discount": NAN}, r"value_discount must be a finite number > 0 and <= 1 .*got nan"),
+    (LinUCB, {"reward": "lifetime_value_shaped", "value_discount": 1.5}, r"value_discount must be .*got 1.5"),
+    (LinUCB, {"reward": "revenue"}, r"reward must be one of 'profit', 'lifetime_value_shaped'"),
+    (LinUCB, {"reward": "ltv_proxy"}, r"'ltv_proxy' was removed"),
     (EpsilonGreedy, {"epsilon": NAN}, r"epsilon must be a finite number >= 0 and <= 1 .*got nan"),
     (EpsilonGreedy, {"epsilon": 1.5}, r"epsilon must be a finite number >= 0 and <= 1 .*got 1.5"),
     (EpsilonGreedy, {"epsilon": -0.1}, r"epsilon must be a finite number >= 0 and <= 1 .*got -0.1"),
@@ -67,14 +67,6 @@ def test_bad_bandit_parameter_is_refused_naming_it(make, kwargs, message):
         make(schema(), **kwargs)
 
 
-@pytest.mark.parametrize("spec", [{"lam": NAN}, {"lam": -1.0}, {"horizon_weeks": 0.0}, {"r": -0.2},
-                                  {"alpha": INF}], ids=lambda s: next(iter(s)))
-def test_bad_ltv_proxy_parameter_is_refused(spec):
-    name = next(iter(spec))
-    with pytest.raises(ValueError, match=rf"LTVProxyReward\.{name} must be a finite number"):
-        LTVProxyReward(schema(), **spec)
-
-
 def test_a_corrupt_saved_rule_is_refused_on_load(tmp_path):
     """A state file edited to hold alpha = NaN is refused, not served."""
     bandit = LinUCB(schema())
@@ -88,7 +80,7 @@ def test_a_corrupt_saved_rule_is_refused_on_load(tmp_path):
 
 def test_boundary_values_are_valid():
     """The edges of every range are accepted: greedy UCB / TS, always / never explore."""
-    LinUCB(schema(), alpha=0, ridge=1e-9, refit_growth=0, ltv_weight=0, standardize=np.bool_(False))
+    LinUCB(schema(), alpha=0, ridge=1e-9, refit_growth=0, value_discount=1, standardize=np.bool_(False))
     EpsilonGreedy(schema(), epsilon=0)
     EpsilonGreedy(schema(), epsilon=1)
     LinearThompson(schema(), v=0.0, propensity_draws=np.int64(0))

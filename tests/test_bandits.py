@@ -10,7 +10,7 @@ from rapport.agents.bandits import (
     LinearBandit,
     LinearThompson,
     LinUCB,
-    LTVProxyReward,
+    ResidualValueShaping,
 )
 from rapport.agents.neural_bandit import NeuralLinearThompson
 from rapport.agents.protocol import DecisionSchema
@@ -277,28 +277,31 @@ def test_neural_save_load_round_trip(tmp_path):
     np.testing.assert_allclose(agent.policy().expected_rewards(obs), loaded.policy().expected_rewards(obs), rtol=1e-5)
 
 
-def test_ltv_proxy_reward_and_update_from_step(tmp_path):
+def test_residual_value_shaping_reward_and_update_from_step(tmp_path):
     names = ("recency_weeks", "frequency", "tenure_weeks", "avg_spend", "p_alive")
     schema = DecisionSchema(feature_names=names, nvec=(2, 1, 1), channel_names=("email",), offer_names=("none",),
                             spend_levels=(0.0,))
     obs = np.array([[1, 2, 20, 30, 0.9], [10, 0, 10, 20, 0.5]], np.float32)
     nxt = np.array([[0, 3, 21, 31, 0.95], [11, 0, 11, 20, 0.4]], np.float32)
     profit = np.array([5.0, -0.1])
-    assert (LTVProxyReward(schema).__call__(obs, profit, nxt) == profit).all()
-    ltv = LTVProxyReward(schema, lam=0.5)
-    v = ltv.value(obs)
-    np.testing.assert_allclose(v[0], 0.9 * 30 * (0.243 + 2) / (4.414 + 20) * 26, rtol=1e-6)
-    reward = ltv(obs, profit, nxt)
-    np.testing.assert_allclose(reward, profit + 0.5 * (ltv.value(nxt) - v))
-    agent = LinUCB(schema, reward=ltv)
-    agent.update_from_step(obs, np.array([[1, 0, 0], [0, 0, 0]]), profit, nxt)
+    value, next_value = np.array([40.0, 12.0]), np.array([41.0, 0.0])  # the second customer died
+    shaping = ResidualValueShaping(0.99)
+    reward = shaping(profit, value, next_value)
+    np.testing.assert_allclose(reward, [5.0 + 0.99 * 41.0 - 40.0, -0.1 - 12.0])
+    agent = LinUCB(schema, reward="lifetime_value_shaped", value_discount=0.99)
+    assert agent.reward == shaping  # YAML-friendly spelling
+    agent.update_from_step(obs, np.array([[1, 0, 0], [0, 0, 0]]), profit, nxt, value=value, next_value=next_value)
     np.testing.assert_allclose(agent.model.moments[:, 6, 6].sum(), (reward**2).sum())
-    assert LinUCB(schema, reward="ltv_proxy", ltv_weight=0.5).reward == ltv  # YAML-friendly spelling
-    agent.save(tmp_path / "ltv")
-    assert LinearBandit.load(tmp_path / "ltv.npz", schema).reward == ltv  # the reward is persisted
+    with pytest.raises(ValueError, match="pass value= and next_value="):
+        agent.update_from_step(obs, np.array([[1, 0, 0], [0, 0, 0]]), profit, nxt)
+    agent.save(tmp_path / "shaped")
+    assert LinearBandit.load(tmp_path / "shaped.npz", schema).reward == shaping  # the reward is persisted
     assert LinUCB(schema, reward="profit").reward is None
-    with pytest.raises(ValueError, match="'profit', 'ltv_proxy'"):
+    assert LinUCB(schema, reward="lifetime_value_shaped").reward.discount == pytest.approx(1.1 ** (-1 / 52))
+    with pytest.raises(ValueError, match="'profit', 'lifetime_value_shaped'"):
         EpsilonGreedy(schema, reward="revenue")
+    with pytest.raises(ValueError, match="'ltv_proxy' was removed"):
+        LinUCB(schema, reward="ltv_proxy")
 
 
 def test_joint_arm_numbering_matches_protocol():
