@@ -15,6 +15,7 @@ API::
     s.regret          # oracle − policy on profit and lifetime value (paired)
     s.short_vs_long   # pairs whose short-term and long-term verdicts disagree
     s.metrics("mass") # flat {metric key: value} for a tracker (keys in experiments/GLOSSARY.md)
+    segments_table(ev.segments)  # per lifecycle stage and value decile (experiments/segments.py)
 
 A policy is given as an object with ``act`` (reused on every population) or as a factory
 ``env -> Policy`` (built per population: the oracle reads that env's latent truth).
@@ -44,6 +45,7 @@ import rapport.envs as envs
 from rapport.envs.observation import FEATURE_NAMES, STAGES
 from rapport.envs.value import residual_value
 from rapport.experiments.progress import bar
+from rapport.experiments.segments import SegmentLedger, segment_frame, start_values, value_segments
 
 ROLES = ("agent", "baseline", "oracle", "long_term_oracle", "policy")
 
@@ -157,6 +159,9 @@ class Rollout:
     """(customers, len(KPI_COLUMNS)) float64, columns :data:`KPI_COLUMNS`."""
     weekly_profit: np.ndarray
     """(horizon,) profit per customer of the cohort in each week."""
+    segments: np.ndarray | None = None
+    """(n_blocks, len(segments.SEGMENTS), len(segment_columns)) segment sums per evaluation block."""
+    segment_columns: tuple[str, ...] = ()
 
 
 class CustomerLedger:
@@ -164,6 +169,8 @@ class CustomerLedger:
 
     The one place evaluation accounting lives: :func:`rollout` and the Ray shards of
     :mod:`rapport.experiments.sharding` both book through it, so sharded results stay bit-identical.
+    Per-segment sums (stage, value decile: :mod:`rapport.experiments.segments`) are booked into
+    ``segments`` once the value segments are known (:meth:`start_segments`).
     """
 
     def __init__(self, n: int, settings: EvalSettings):
@@ -171,6 +178,12 @@ class CustomerLedger:
         self.active = np.ones(n, bool)
         self.settings = settings
         self.discount = settings.weekly_discount
+        self.segments: SegmentLedger | None = None
+
+    def start_segments(self, block_counts: np.ndarray, value_segment: np.ndarray,
+                       offer_names: Sequence[str]) -> None:
+        """Book segment sums from now on; ``value_segment``: each row's value segment at week 0."""
+        self.segments = SegmentLedger(block_counts, value_segment, offer_names)
 
     def add_week(self, t: int, env: envs.PopulationEnv, stage: np.ndarray, reward: np.ndarray,
                  terminated: np.ndarray, info: dict[str, Any]) -> np.ndarray:
@@ -197,6 +210,8 @@ class CustomerLedger:
             v[_COL[f"contacts_{st}"]] += contacted & here
             v[_COL[f"offers_{st}"]] += offered & here
             v[_COL[f"media_cost_{st}"]] += np.where(active & here, info["media_cost"], 0.0)
+        if self.segments is not None:
+            self.segments.add_week(stage, active, profit, info)
         if t < self.settings.short_term_weeks:
             v[_COL["short_term_profit"]] += profit
         v[_COL["discounted_profit"]] += discount ** (t + 1) * profit
@@ -233,6 +248,8 @@ def rollout(policy_or_factory: Any, settings: EvalSettings, seed: int, *,
     ledger = CustomerLedger(n, settings)
     weekly = np.zeros(H)
     obs, info = env.reset(seed=seed)
+    ledger.start_segments(block_counts(n, settings.n_blocks),
+                          value_segments(*start_values(env, settings.weekly_discount)), env.offer_names)
     for t in range(H):
         mask = info["action_mask"] if settings.use_action_mask else None
         actions, _ = policy.act(obs, rng, action_mask=mask)
@@ -242,7 +259,7 @@ def rollout(policy_or_factory: Any, settings: EvalSettings, seed: int, *,
         weekly[t] = profit.sum() / n
         if on_week is not None:
             on_week()
-    return Rollout(ledger.finish(env), weekly)
+    return Rollout(ledger.finish(env), weekly, ledger.segments.sums, ledger.segments.columns)
 
 
 def result_frames(name: str, role: str, seed: int, sums: np.ndarray, counts: np.ndarray,
@@ -260,11 +277,16 @@ def result_frames(name: str, role: str, seed: int, sums: np.ndarray, counts: np.
     return df, weekly
 
 
-def block_sums(values: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sums (n_blocks, k) of contiguous customer blocks and their sizes (n_blocks,)."""
-    n = values.shape[0]
+def block_counts(n: int, n_blocks: int) -> np.ndarray:
+    """(n_blocks,) customers in each contiguous evaluation block of ``n`` customers."""
     counts = np.full(n_blocks, n // n_blocks, np.int64)
     counts[: n % n_blocks] += 1  # sizes as np.array_split: differ by at most one
+    return counts
+
+
+def block_sums(values: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums (n_blocks, k) of contiguous customer blocks and their sizes (n_blocks,)."""
+    counts = block_counts(values.shape[0], n_blocks)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     return np.add.reduceat(values, starts, axis=0), counts
 
@@ -278,13 +300,16 @@ class Evaluation:
     weekly: pd.DataFrame
     """One row per (policy, seed, week): ``policy, role, seed, week, profit_per_customer``."""
     settings: EvalSettings | None = None
+    segments: pd.DataFrame | None = None
+    """One row per (policy, seed, segment_kind, segment): sums over the population's customers
+    (:func:`rapport.experiments.segments.segment_frame`; per customer: ``segments_table``)."""
 
 
 def evaluate(policies: Mapping[str, Any], settings: EvalSettings, *, roles: Mapping[str, str] | None = None,
              progress: bool = False) -> Evaluation:
     """Run every policy on every population of ``settings.seeds`` (common random numbers)."""
     roles = dict(roles or {})
-    block_rows, weekly_rows = [], []
+    block_rows, weekly_rows, segment_rows = [], [], []
     total = len(policies) * len(settings.seeds) * settings.horizon
     with bar(total, desc="evaluate", unit="week", enabled=progress) as pbar:
         for name, pol in policies.items():
@@ -297,8 +322,10 @@ def evaluate(policies: Mapping[str, Any], settings: EvalSettings, *, roles: Mapp
                 blocks, weekly = result_frames(name, role, seed, sums, counts, r.weekly_profit)
                 block_rows.append(blocks)
                 weekly_rows.append(weekly)
+                segment_rows.append(segment_frame(name, role, seed, r.segments, r.segment_columns,
+                                                  settings.customers))
     return Evaluation(pd.concat(block_rows, ignore_index=True), pd.concat(weekly_rows, ignore_index=True),
-                      settings)
+                      settings, pd.concat(segment_rows, ignore_index=True))
 
 
 # ---------------------------------------------------------------------------- bootstrap
@@ -370,7 +397,8 @@ def segment_table(summary: Summary) -> pd.DataFrame:
     """What each policy does by lifecycle stage: per customer of the population, the weeks spent
     in the stage and the contacts, offers and media spend delivered in them, plus the share of
     those weeks with a contact (``contact_rate``). Rows: (policy, stage); the stages of each
-    column sum to the policy's total (``kpi/contacts_per_customer`` etc.)."""
+    column sum to the policy's total (``kpi/contacts_per_customer`` etc.). The fuller breakdown,
+    also by value decile, channel and offer type: :func:`rapport.experiments.segments.segments_table`."""
     means = summary.kpis.set_index(["policy", "key"])["mean"]
     rows = []
     for p in dict.fromkeys(summary.kpis.policy):

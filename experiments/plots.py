@@ -93,5 +93,32 @@ def leaderboard_plot(board: pd.DataFrame, metric: str, *, diff_column: str | Non
     return fig
 
 
+def segment_contact_rates(table: pd.DataFrame, *, title: str = "") -> Any:
+    """Contact rate (share of the segment's customer-weeks with a contact) per segment, a bar per
+    policy: one panel for lifecycle stages, one for value deciles (``segments.segments_table``)."""
+    kinds = [k for k in ("stage", "value_decile") if k in set(table.segment_kind)]
+    policies = list(dict.fromkeys(table.policy))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(11, 3.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [0.8, 1.4][: len(kinds)]})
+    width = 0.8 / max(len(policies), 1)
+    for ax, kind in zip(axes.ravel(), kinds, strict=False):
+        sub = table[table.segment_kind == kind]
+        segments = list(dict.fromkeys(sub.segment))
+        x = np.arange(len(segments))
+        for i, policy in enumerate(policies):
+            rates = sub[sub.policy == policy].set_index("segment").reindex(segments)["contact_rate"]
+            ax.bar(x + (i - (len(policies) - 1) / 2) * width, rates.fillna(0).to_numpy(), width, label=str(policy))
+        ax.set_xticks(x, [s.replace("_", " ") for s in segments], rotation=30 if kind == "stage" else 0,
+                      ha="right" if kind == "stage" else "center", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("contact rate (share of weeks contacted)", fontsize=8)
+        ax.set_title("by lifecycle stage (at the decision)" if kind == "stage"
+                     else "by value decile at the start (D1 lowest, D10 highest)", fontsize=9)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title or "what each policy does, per segment", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def close(fig: Any) -> None:
     plt.close(fig)

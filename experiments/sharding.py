@@ -33,6 +33,9 @@ What is bit-identical to one process (tested on 10^5 customers in 4 shards):
   intervals, for every policy whose decision for a customer depends only on that customer's
   observation (every deterministic Rapport policy — rules, RFM, the oracle, greedy bandits and
   deterministic SB3 policies), with or without a global budget;
+* the segment sums (:mod:`rapport.experiments.segments`): the value deciles are cut once over the
+  whole population from every shard's start values (gathered after reset), and each shard
+  books whole blocks;
 * the weekly profit per block, hence the weekly curve, across any number of shards. (The
   single-process :func:`rollout` sums a week's profit over all customers at once; that float
   sum differs from the block-ordered one in the last bits.)
@@ -71,6 +74,7 @@ from rapport.experiments.evaluation import (
     result_frames,
 )
 from rapport.experiments.launchers.ray_cluster import RayConfig, init_ray, shutdown_ray
+from rapport.experiments.segments import segment_frame, start_values, value_segments
 
 COL = {c: i for i, c in enumerate(KPI_COLUMNS)}
 STAGE_COLS = [FEATURE_NAMES.index(f"stage_{s}") for s in STAGES]
@@ -213,6 +217,15 @@ class ShardWorker:
         self.week = 0
         return None if self.budget is None else self.budget.weekly_budget
 
+    def start_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """This shard's rows' residual values and prospect flags at week 0 (for the value deciles)."""
+        return start_values(self.env, self.settings.weekly_discount)
+
+    def start_segments(self, value_segment: np.ndarray) -> None:
+        """Book segment sums with this shard's slice of the population's value segments."""
+        counts = np.diff(np.append(self.local_starts, self.stop - self.start))
+        self.ledger.start_segments(counts, value_segment, self.env.offer_names)
+
     def decide(self, population_values: Sequence[Any] | None, weekly_budget: float | None) -> BudgetCandidates | None:
         for reducer, value in zip(self.reducers, population_values or (), strict=False):
             reducer.apply(self.env, value)
@@ -250,10 +263,13 @@ class ShardWorker:
         self.decide(population_values, None)
         return self.step(None)
 
-    def finish(self, return_values: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Per-block KPI sums (rows of ``block_sums``) and, if asked, per-customer values."""
+    def finish(self, return_values: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, tuple[str, ...]]:
+        """Per-block KPI sums (rows of ``block_sums``), per-customer values if asked, and the
+        per-block segment sums with their columns."""
         values = self.ledger.finish(self.env)
-        return np.add.reduceat(values, self.local_starts, axis=0), (values if return_values else None)
+        segments = self.ledger.segments
+        return (np.add.reduceat(values, self.local_starts, axis=0), (values if return_values else None),
+                segments.sums, segments.columns)
 
 
 # -------------------------------------------------------------------------------- driver
@@ -273,6 +289,9 @@ class ShardedRollout:
     """Each reducer's combined value, week by week."""
     defunded: np.ndarray
     """(horizon,) customers whose action the global budget cut, per week."""
+    segments: np.ndarray | None = None
+    """(n_blocks, len(segments.SEGMENTS), len(segment_columns)) — equal to ``rollout(...).segments``."""
+    segment_columns: tuple[str, ...] = ()
 
     @property
     def weekly_profit(self) -> np.ndarray:
@@ -333,6 +352,10 @@ class ShardPool:
 
             policy_or_factory = ray_api.put(policy_or_factory)  # shipped once, not per shard
         budgets = self._call("begin", [(policy_or_factory, seed, tuple(reducers))] * n_shards)
+        # value deciles rank the whole population: gather every shard's start values, cut once
+        starts = self._call("start_values", [()] * n_shards)
+        segment = value_segments(np.concatenate([v for v, _ in starts]), np.concatenate([p for _, p in starts]))
+        self._call("start_segments", [(segment[lo:hi],) for _, _, lo, hi in self.bounds])
         weekly_budget = None
         if budgets[0] is not None:
             if budget_per_customer is not None:
@@ -364,7 +387,9 @@ class ShardPool:
         finished = self._call("finish", [(return_values,)] * n_shards)
         sums = np.concatenate([f[0] for f in finished], axis=0)
         per_customer = np.concatenate([f[1] for f in finished], axis=0) if return_values else None
-        return ShardedRollout(sums, self.counts.copy(), weekly, per_customer, population, defunded)
+        segments = np.concatenate([f[2] for f in finished], axis=0)
+        return ShardedRollout(sums, self.counts.copy(), weekly, per_customer, population, defunded,
+                              segments, finished[0][3])
 
     def close(self) -> None:
         if self.executor == "ray":
@@ -393,7 +418,7 @@ def evaluate_sharded(policies: Mapping[str, Any], settings: EvalSettings, *, sha
     for name in policies:
         if roles.get(name, "policy") not in ROLES:
             raise ValueError(f"role of {name!r} must be one of {ROLES}, got {roles[name]!r}")
-    block_rows, weekly_rows = [], []
+    block_rows, weekly_rows, segment_rows = [], [], []
     with ShardPool(settings, shards, executor=executor, ray=ray, cpus_per_shard=cpus_per_shard) as pool:
         for name, pol in policies.items():
             role = roles.get(name, "policy")
@@ -402,8 +427,10 @@ def evaluate_sharded(policies: Mapping[str, Any], settings: EvalSettings, *, sha
                 blocks, weekly = result_frames(name, role, seed, r.block_sums, r.counts, r.weekly_profit)
                 block_rows.append(blocks)
                 weekly_rows.append(weekly)
+                segment_rows.append(segment_frame(name, role, seed, r.segments, r.segment_columns,
+                                                  settings.customers))
     return Evaluation(pd.concat(block_rows, ignore_index=True), pd.concat(weekly_rows, ignore_index=True),
-                      settings)
+                      settings, pd.concat(segment_rows, ignore_index=True))
 
 
 def evaluate_configured(policies: Mapping[str, Any], es: EvalSettings, settings: Any, *,

@@ -41,6 +41,7 @@ from rapport.experiments.evaluation import (
     summarize,
 )
 from rapport.experiments.progress import progress_enabled
+from rapport.experiments.segments import SEGMENTS_TAG, segments_table, segments_tag
 from rapport.experiments.sharding import evaluate_configured
 from rapport.experiments.tracking import Tracker, flatten_params, multirun_parent, start_run
 
@@ -164,6 +165,7 @@ def _log_outputs(tracker: Tracker, settings: RunConfig, trained: Any, ev: Evalua
     from rapport.experiments import plots
     from rapport.experiments.policy_store import save_policy
 
+    segments = segments_table(ev.segments) if ev.segments is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "evaluation"
         folder.mkdir()
@@ -173,12 +175,19 @@ def _log_outputs(tracker: Tracker, settings: RunConfig, trained: Any, ev: Evalua
         summary.diffs.to_csv(folder / "paired_differences.csv", index=False)
         summary.regret.to_csv(folder / "regret.csv", index=False)
         segment_table(summary).to_csv(folder / "segments_by_stage.csv", index=False)
+        if segments is not None:  # by stage and value decile, channel and offer type
+            segments.to_csv(folder / "segments.csv", index=False)
         summary.short_vs_long.to_csv(folder / "short_vs_long.csv", index=False)
         (folder / "summary.txt").write_text(format_table(summary) + "\n")
         tracker.log_artifact(folder, "evaluation")
+    tag = segments_tag(segments, label) if segments is not None else None
+    if tag is not None:  # the policy card reads the run's metrics and tags, not its artifacts
+        tracker.set_tags({SEGMENTS_TAG: tag})
     if settings.tracking.log_plots:
         figs = {"plots/kpi_bars.png": plots.kpi_bars(summary.kpis, title=f"{label}: KPIs per customer"),
                 "plots/cumulative_profit.png": plots.cumulative_profit(ev.weekly)}
+        if segments is not None:
+            figs["plots/segments.png"] = plots.segment_contact_rates(segments, title=f"{label}: contact rate per segment")
         if trained.learning_curve_key and trained.history:
             figs["plots/learning_curve.png"] = plots.learning_curve(trained.history, trained.learning_curve_key,
                                                                    title=f"{label}: {trained.learning_curve_key}")

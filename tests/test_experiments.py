@@ -77,7 +77,11 @@ def test_bandit_run_logs_config_seeds_metrics_plots_and_model(bandit_run, store)
     arts = {f.path for f in client(store).list_artifacts(run.info.run_id)}
     assert {"config.yaml", "evaluation", "plots"} <= arts
     plots = {f.path for f in client(store).list_artifacts(run.info.run_id, "plots")}
-    assert plots == {"plots/learning_curve.png", "plots/kpi_bars.png", "plots/cumulative_profit.png"}
+    assert plots == {"plots/learning_curve.png", "plots/kpi_bars.png", "plots/cumulative_profit.png",
+                     "plots/segments.png"}
+    evaluation = {f.path for f in client(store).list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/segments.csv", "evaluation/segments_by_stage.csv"} <= evaluation
+    assert '"D10"' in d.tags["rapport.segments"]  # the agent's segment table, for the policy card
     cfg_text = client(store).download_artifacts(run.info.run_id, "config.yaml")
     assert "customers: 300" in Path(cfg_text).read_text()
 

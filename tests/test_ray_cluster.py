@@ -123,6 +123,7 @@ def test_sharded_evaluation_of_1e5_customers_in_4_ray_shards_is_bit_identical(ra
         ref = rollout(policy, s, seed)  # the single-process evaluator, whole population in one env
         assert np.array_equal(r.values, ref.values)
         assert np.array_equal(r.block_sums, block_sums(ref.values, s.n_blocks)[0])
+        assert np.array_equal(r.segments, ref.segments)  # value deciles cut over all shards
         np.testing.assert_allclose(r.weekly_profit, ref.weekly_profit, rtol=1e-12)
     # layout-invariant to the bit: weekly per-block trajectories and the weekly population reduce
     assert np.array_equal(sharded.weekly_block_profit, one.weekly_block_profit)

@@ -3,7 +3,8 @@
 Written beside every export as ``policy_card.json`` (machine-readable) and ``policy_card.md``
 (for people): where the policy comes from (run, training config, scenario and its version),
 how well it did (evaluation KPIs with confidence intervals, paired differences against the
-baseline), what goes in (feature schema), what comes out (action meanings, propensity
+baseline), what it does per segment (lifecycle stage and value decile: contact rate, channel and
+offer split, media spend), what goes in (feature schema), what comes out (action meanings, propensity
 semantics), which files hold it, and its known limits.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rapport.experiments.export.build import ExportSpec
+from rapport.experiments.segments import SEGMENTS_TAG, VALUE_DECILE_DEFINITION, rows_from_tag
 
 __all__ = ["FEATURE_MEANINGS", "build_card", "card_markdown", "write_card"]
 
@@ -121,6 +123,8 @@ def build_card(spec: ExportSpec, *, run: Mapping[str, Any] | None = None,
     """
     run = dict(run or {})
     metrics = dict(run.get("metrics", {}))
+    tags = dict(run.get("tags", {}))
+    segments = rows_from_tag(tags.pop(SEGMENTS_TAG, None))  # rapport-train's table, as a tag
     scenario = dict(scenario or {})
     n_ch, n_off, n_sp = spec.nvec
     return {
@@ -131,11 +135,14 @@ def build_card(spec: ExportSpec, *, run: Mapping[str, Any] | None = None,
                    "model_uri": run.get("model_uri"), "agent": run.get("agent")},
         "scenario": scenario,
         "training_config": dict(run.get("params", {})),
-        "tags": dict(run.get("tags", {})),
+        "tags": tags,
         "evaluation": {"kpis": _kpis(metrics, "kpi/"),
                        "paired_vs_baseline": _kpis(metrics, "baseline_diff/"),
                        "regret": _kpis(metrics, "regret/"),
-                       "by_lifecycle_stage": _segments(metrics)},
+                       "by_lifecycle_stage": (_segment_rows(segments, "stage") if segments
+                                              else _segments(metrics)),
+                       "by_value_decile": _segment_rows(segments, "value_decile"),
+                       "value_decile_definition": VALUE_DECILE_DEFINITION},
         "features": [{"index": i, "name": f, "meaning": feature_meaning(f)}
                      for i, f in enumerate(spec.feature_names)],
         "actions": {
@@ -171,6 +178,52 @@ def _segments(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
     return rows
 
 
+def _segment_rows(segments: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """Rows of one segment kind from the run's segment table (tag ``rapport.segments``): per
+    customer of the population, the segment's cohort share (value deciles), weeks, contacts
+    (total and by channel), offers (total and by type; ``none``: contacted without an offer),
+    media spend, profit and the share of its weeks with a contact."""
+    rows = []
+    for r in segments:
+        if r.get("segment_kind") != kind:
+            continue
+        channels = {k.removeprefix("contacts_"): v for k, v in r.items()
+                    if k.startswith("contacts_") and v is not None}
+        offers = {k.removeprefix("offers_"): v for k, v in r.items() if k.startswith("offers_") and v is not None}
+        rows.append({"stage" if kind == "stage" else "segment": r.get("segment"),
+                     "customers": r.get("customers"), "weeks": r.get("weeks"), "contacts": r.get("contacts"),
+                     "contact_rate": r.get("contact_rate"),
+                     "offers": sum(v for k, v in offers.items() if k != "none"),
+                     "media_cost": r.get("media_cost"), "profit": r.get("profit"),
+                     "contacts_by_channel": channels, "offers_by_type": offers})
+    return rows
+
+
+def _split(parts: Mapping[str, float] | None, total: float | None) -> str:
+    """``email 70%, sms 30%``: each part's share of ``total``, zero parts left out."""
+    if not parts or not total:
+        return "—"
+    return ", ".join(f"{k} {v / total:.0%}" for k, v in parts.items() if v)
+
+
+def _segment_markdown(rows: list[dict[str, Any]], key: str, title: str) -> list[str]:
+    if not rows:
+        return []
+    detailed = "contacts_by_channel" in rows[0]
+    head = [key] + (["customers"] if key == "segment" else []) + ["weeks", "contacts", "contact rate",
+                                                                   "offers", "media $"]
+    head += ["profit", "channels (share of contacts)", "offer types (share of contacts)"] if detailed else []
+    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r[key])] + ([_fmt(r.get("customers"))] if key == "segment" else [])
+        cells += [_fmt(r.get(c)) for c in ("weeks", "contacts", "contact_rate", "offers", "media_cost")]
+        if detailed:
+            cells += [_fmt(r.get("profit")), _split(r["contacts_by_channel"], r.get("contacts")),
+                      _split(r["offers_by_type"], r.get("contacts"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _fmt(x: Any) -> str:
     return "—" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
@@ -198,15 +251,17 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         lines += [f"| `{r['key']}` | {_fmt(r['mean'])} | {_fmt(r['ci_low'])} | "
                   f"{_fmt(r['ci_high'])} |" for r in rows]
         lines.append("")
-    segments = card["evaluation"].get("by_lifecycle_stage") or []
-    if segments:
-        lines += ["**What it does, by lifecycle stage** (per customer of the population; contact rate: "
-                  "share of the stage's customer-weeks with a contact)", "",
-                  "| stage | weeks | contacts | contact rate | offers | media $ |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['stage']} | {_fmt(r['weeks'])} | {_fmt(r['contacts'])} | {_fmt(r['contact_rate'])} | "
-                  f"{_fmt(r['offers'])} | {_fmt(r['media_cost'])} |" for r in segments]
-        lines.append("")
-    if not any(v for k, v in card["evaluation"].items() if k != "by_lifecycle_stage"):
+    ev = card["evaluation"]
+    lines += _segment_markdown(
+        ev.get("by_lifecycle_stage") or [], "stage",
+        "**What it does, by lifecycle stage** (at the week's decision; per customer of the population; "
+        "contact rate: share of the stage's customer-weeks with a contact, 1 = contacted every week)")
+    lines += _segment_markdown(
+        ev.get("by_value_decile") or [], "segment",
+        "**What it does, by value decile** (" + str(ev.get("value_decile_definition", "")) + "; per "
+        "customer of the population; customers: the segment's share of the cohort; contact rate: share "
+        "of the segment's customer-weeks with a contact)")
+    if not any(ev.get(k) for k in ("kpis", "paired_vs_baseline", "regret")):
         lines += ["No evaluation metrics were found on the source run.", ""]
     lines += ["## Inputs", "", "| # | feature | meaning |", "|---|---|---|"]
     lines += [f"| {f['index']} | `{f['name']}` | {f['meaning']} |" for f in card["features"]]
