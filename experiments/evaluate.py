@@ -39,6 +39,7 @@ from rapport.experiments.errors import (
 )
 from rapport.experiments.evaluation import summarize
 from rapport.experiments.progress import progress_enabled
+from rapport.experiments.segments import segments_table
 from rapport.experiments.sharding import evaluate_configured
 from rapport.experiments.tracking import flatten_params, resolve_tracking_uri, start_run
 from rapport.experiments.tracking_store import check_store_exists
@@ -162,9 +163,15 @@ def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
             with tempfile.TemporaryDirectory() as tmp:
                 write_leaderboard(board, Path(tmp) / "leaderboard", title="rapport-evaluate")
                 ev.blocks.to_parquet(Path(tmp) / "leaderboard" / "blocks.parquet", index=False)
+                segments = segments_table(ev.segments) if ev.segments is not None else None
+                if segments is not None:  # what each policy does, by stage and value decile
+                    segments.to_csv(Path(tmp) / "leaderboard" / "segments.csv", index=False)
                 tracker.log_artifact(Path(tmp) / "leaderboard", "leaderboard")
-            for name, fig in {"plots/kpi_bars.png": plots.kpi_bars(summary.kpis),
-                              "plots/cumulative_profit.png": plots.cumulative_profit(ev.weekly)}.items():
+            figs = {"plots/kpi_bars.png": plots.kpi_bars(summary.kpis),
+                    "plots/cumulative_profit.png": plots.cumulative_profit(ev.weekly)}
+            if segments is not None:
+                figs["plots/segments.png"] = plots.segment_contact_rates(segments, title="contact rate per segment")
+            for name, fig in figs.items():
                 tracker.log_figure(fig, name)
                 plots.close(fig)
         print(to_markdown(board))

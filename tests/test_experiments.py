@@ -223,6 +223,9 @@ def test_evaluate_app_scores_logged_policies_with_baseline_and_oracle(bandit_run
     assert "baseline_diff/profit_per_customer" in result["linucb"]
     (ev,) = runs_of(store, "evaluations")
     assert ev.info.status == "FINISHED" and "linucb/kpi/profit_per_customer" in ev.data.metrics
+    names = {a.path for a in client(store).list_artifacts(ev.info.run_id, "leaderboard")}
+    assert "leaderboard/segments.csv" in names  # what each policy does, by stage and value decile
+    assert {a.path for a in client(store).list_artifacts(ev.info.run_id, "plots")} >= {"plots/segments.png"}
     with pytest.raises(ValueError, match="not a run id"):
         evaluate.run(compose_cfg(["policies=[nonsense]", "debug=fast", f"tracking.uri={store}"],
                                  config_name="evaluate"))
