@@ -122,6 +122,14 @@ class PopulationEnv(VectorEnv):
     myopic, so later effects through fatigue, opt-out, trust and drop-out are not in it; exactly
     0 for rows the action does not reach), and when the mechanism is on ``rate_drift, trust,
     online_share``. ``orders`` counts online and offline orders and first purchases.
+    ``info["latent"]["state"]`` is the latent state *the returned observation describes* (for
+    privileged critics): copies of ``alive`` (bool), ``rate`` (base weekly purchase rate),
+    ``p_drop`` (drop-out probability after a repeat purchase; weekly churn in a contractual
+    scenario), ``fatigue`` ((num_envs, n_channels) fatigue stocks) and, when the mechanism is on,
+    ``trust`` and ``rate_drift``. With ``"same_step"`` autoreset the reset rows carry their new
+    customer's state and, on a step where rows are done, ``info["latent"]["final_state"]`` holds
+    the same keys for the ended episodes' last state (next to ``final_obs``); the other latent
+    keys describe the week just simulated.
 
     ``value_discount=d`` (a weekly discount factor, e.g. ``rapport.envs.value.weekly_discount(0.10)``)
     adds ``info["residual_value"]`` (float64, (num_envs,)), from latent truth: each row's expected
@@ -275,6 +283,7 @@ class PopulationEnv(VectorEnv):
         self.kpis.reset()
         info = self.sim.info(None, self.include_latent)
         self._add_value(info)
+        self._add_latent_state(info)
         return self._observe(), info
 
     def step(self, actions):
@@ -286,6 +295,7 @@ class PopulationEnv(VectorEnv):
             self.reset()  # every row was done (the horizon): a pure reset step, reward 0
             obs, info = self._observe(), self.sim.info(None, self.include_latent)
             self._add_value(info)
+            self._add_latent_state(info)
             return obs, np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool), info
 
         restart = np.flatnonzero(self._needs_reset)
@@ -313,6 +323,8 @@ class PopulationEnv(VectorEnv):
             info["final_obs"] = np.array(obs)
             info["_final_obs"] = done
             rows = np.flatnonzero(done)
+            if self.include_latent:
+                info["latent"]["final_state"] = self._latent_state()
             self.sim.state.episode[rows] += 1
             self.sim.reset_rows(rows)
             obs = self._observe()
@@ -323,7 +335,23 @@ class PopulationEnv(VectorEnv):
                     self.sim.scenario, self.sim.state, rows, self.value_discount)
             if rows.size == n:
                 self.kpis.reset()
+        self._add_latent_state(info)
         return obs, out.profit, terminated, truncated, info
+
+    def _latent_state(self) -> dict[str, np.ndarray]:
+        """Copies of the latent state variables (see Rewards: ``info["latent"]["state"]``)."""
+        s = self.sim.state
+        state = {"alive": s.alive.copy(), "rate": s.rate.copy(), "p_drop": s.p_drop.copy(),
+                 "fatigue": s.fatigue.copy().T}  # (n, C) view of a (C, n) copy: no strided copy
+        if s.trust.size:
+            state["trust"] = s.trust.copy()
+        if s.rate_drift.size:
+            state["rate_drift"] = s.rate_drift.copy()
+        return state
+
+    def _add_latent_state(self, info: dict) -> None:
+        if self.include_latent:
+            info["latent"]["state"] = self._latent_state()
 
     def _add_value(self, info: dict) -> None:
         if self.value_discount is not None:
