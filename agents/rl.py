@@ -16,6 +16,10 @@ keep the learner, not Python, busy:
 Anything in ``**overrides`` is passed to the SB3 constructor and wins over the defaults.
 The trained model becomes a :class:`rapport.agents.rl_policy.SB3Policy` for serving and evaluation.
 
+``observable_features=d`` (PPO, MaskablePPO) trains an asymmetric actor-critic
+(:mod:`rapport.agents.privileged`): the env's observations are ``d`` observable columns followed by
+privileged (latent) ones, the critic reads them all and the actor only the first ``d``.
+
 SAC acts on a continuous action (``Box``); in Rapport that is per-person paid-media spend
 (``rapport.envs.sanity.SpendEnv``: $ per person per week), the continuous version of the population
 env's discrete spend levels.
@@ -190,11 +194,19 @@ def rollout_shape(n_envs: int, rollout_size: int, n_minibatches: int) -> tuple[i
 
 
 def _build(cls: type[BaseAlgorithm], env: VecEnv, defaults: dict[str, Any],
-           overrides: dict[str, Any], torch_threads: int | None) -> BaseAlgorithm:
+           overrides: dict[str, Any], torch_threads: int | None,
+           asymmetric: tuple[type, int] | None = None) -> BaseAlgorithm:
     set_torch_threads(torch_threads)
     kwargs = {"policy": "MlpPolicy", "verbose": 0, "device": "cpu", "tensorboard_log": None,
               **defaults, **overrides}
     policy_kwargs = {"net_arch": DEFAULT_NET_ARCH, **kwargs.pop("policy_kwargs", {})}
+    if asymmetric is not None:
+        policy_class, n_observable = asymmetric
+        if kwargs["policy"] != "MlpPolicy":
+            raise ValueError(f"observable_features chooses the policy class "
+                             f"({policy_class.__name__}); remove policy={kwargs['policy']!r}")
+        kwargs["policy"] = policy_class
+        policy_kwargs["n_observable"] = n_observable
     model = cls(env=env, policy_kwargs=policy_kwargs, **kwargs)
     model.metrics = attach_recorder(model)  # type: ignore[attr-defined]
     return model
@@ -216,8 +228,29 @@ def _ppo_defaults(env: VecEnv, rollout_size: int, n_minibatches: int) -> dict[st
     }
 
 
+def _asymmetric(env: VecEnv, observable_features: int | None, maskable: bool
+                ) -> tuple[type, int] | None:
+    """The asymmetric policy class and actor width for ``observable_features`` (None: none)."""
+    if observable_features is None:
+        return None
+    from rapport.agents.privileged import (
+        PrivilegedActorCriticPolicy,
+        privileged_maskable_policy_class,
+    )
+
+    width = int(np.prod(env.observation_space.shape))
+    if isinstance(observable_features, bool) or not isinstance(observable_features, int | np.integer) \
+            or not 1 <= int(observable_features) < width:
+        raise ValueError(f"observable_features must be an integer in 1..{width - 1}: the observable "
+                         f"columns in front of the env's privileged ones (the env has {width} "
+                         f"columns), got {observable_features!r}")
+    cls = privileged_maskable_policy_class() if maskable else PrivilegedActorCriticPolicy
+    return cls, int(observable_features)
+
+
 def make_ppo(env: VecEnv, *, rollout_size: int = 32768, n_minibatches: int = 4,
-             seed: int | None = None, torch_threads: int | None = 1, **overrides: Any) -> PPO:
+             seed: int | None = None, torch_threads: int | None = 1,
+             observable_features: int | None = None, **overrides: Any) -> PPO:
     """PPO with batched-population defaults (works with Discrete, MultiDiscrete and Box).
 
     Parameters
@@ -232,23 +265,31 @@ def make_ppo(env: VecEnv, *, rollout_size: int = 32768, n_minibatches: int = 4,
         Seeds torch, the action space and the env's next reset (SB3's ``seed``).
     torch_threads
         Torch intra-op threads, process-wide (``None``: leave as is).
+    observable_features
+        Asymmetric actor-critic (:mod:`rapport.agents.privileged`): the env's first
+        ``observable_features`` columns are observable, the rest privileged; the actor reads the
+        former only, the critic all. Set by the composition root from
+        ``agent.privileged_critic``; ``None``: an ordinary policy.
     **overrides
         Any ``PPO`` argument.
     """
     defaults = _ppo_defaults(env, rollout_size, n_minibatches)
-    return _build(BatchedPPO, env, {**defaults, "seed": seed}, overrides, torch_threads)
+    return _build(BatchedPPO, env, {**defaults, "seed": seed}, overrides, torch_threads,
+                  _asymmetric(env, observable_features, maskable=False))
 
 
 def make_maskable_ppo(env: VecEnv, *, rollout_size: int = 32768, n_minibatches: int = 4,
                       seed: int | None = None, torch_threads: int | None = 1,
-                      **overrides: Any) -> Any:
+                      observable_features: int | None = None, **overrides: Any) -> Any:
     """sb3-contrib ``MaskablePPO``: PPO that never samples actions the env masks out.
 
     The env must expose ``action_masks()`` (``BatchedVecEnv`` does when the env puts
     ``info["action_mask"]``). Arguments as :func:`make_ppo`.
     """
     defaults = _ppo_defaults(env, rollout_size, n_minibatches)
-    return _build(maskable_ppo_class(), env, {**defaults, "seed": seed}, overrides, torch_threads)
+    algo = maskable_ppo_class()
+    return _build(algo, env, {**defaults, "seed": seed}, overrides, torch_threads,
+                  _asymmetric(env, observable_features, maskable=True))
 
 
 def make_a2c(env: VecEnv, *, rollout_size: int = 8192, seed: int | None = None,

@@ -20,6 +20,14 @@ Propensities
 
 Continuous-action models (SAC) are not served here: a density is not a propensity; use
 ``model.predict``.
+
+Asymmetric actor-critics
+------------------------
+A model trained with a privileged critic (:mod:`rapport.agents.privileged`) saw ``d`` observable
+columns followed by privileged (latent) ones; its actor reads the first ``d`` only. It is served
+on the ``d`` observable features alone (:attr:`SB3Policy.n_features` is ``d``; a wider
+observation is refused), and VecNormalize statistics of the whole training observation are cut
+to their first ``d`` entries: the latent columns never reach a served policy.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from gymnasium import spaces
 from stable_baselines3 import DQN, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from rapport.agents.privileged import actor_input_width, is_asymmetric, observable_normalization
 from rapport.agents.rl import BatchedA2C, BatchedPPO, attach_recorder, maskable_ppo_class
 from rapport.agents.sb3_adapter import joint_action_mask, unflatten_actions
 
@@ -128,7 +137,9 @@ class SB3Policy:
         and ``epsilon`` (1e-8). Raw observations are then standardised as VecNormalize does,
         ``clip((obs - mean) / sqrt(var + epsilon), ±clip_obs)`` in float64, before the model
         sees them, so the preprocessing travels with the policy (and into its exports).
-        Stored as a plain dict in :attr:`obs_normalization`; ``None``: raw features.
+        Stored as a plain dict in :attr:`obs_normalization`; ``None``: raw features. For an
+        asymmetric actor-critic, statistics of the whole training observation are cut to the
+        observable columns (module doc).
     """
 
     def __init__(self, model: BaseAlgorithm, *, nvec: Sequence[int] | None = None,
@@ -153,8 +164,13 @@ class SB3Policy:
         self._is_dqn = hasattr(model, "q_net")
         self.epsilon = float(getattr(model, "exploration_final_eps", 0.0)
                              if epsilon is None else epsilon)
-        self.n_features = int(np.prod(model.observation_space.shape))
-        self.obs_normalization = normalization_stats(obs_normalization, self.n_features)
+        width = int(np.prod(model.observation_space.shape))
+        self.asymmetric = not self._is_dqn and is_asymmetric(model.policy)
+        # the columns served: an asymmetric actor-critic's n_observable, else the whole obs
+        self.n_features = actor_input_width(model.policy, model.observation_space)
+        self.obs_normalization = normalization_stats(
+            observable_normalization(normalization_stats(obs_normalization), self.n_features, width),
+            self.n_features)
 
     # ---- distribution ---------------------------------------------------------------------
     def action_probabilities(self, obs: np.ndarray,
@@ -169,7 +185,10 @@ class SB3Policy:
         masks = self._split_masks(action_mask, obs.shape[0])
         policy = self.model.policy
         with torch.no_grad():
-            obs_t = policy.obs_to_tensor(obs)[0]
+            # an asymmetric actor takes the observable columns alone: SB3's obs_to_tensor would
+            # insist on the training observation's width
+            obs_t = torch.as_tensor(obs, device=policy.device) if self.asymmetric \
+                else policy.obs_to_tensor(obs)[0]
             if self._is_dqn:
                 q = policy.q_net(obs_t).cpu().numpy().astype(np.float64)
                 return [self._epsilon_greedy(q, masks[0])]
@@ -224,8 +243,11 @@ class SB3Policy:
     def _check_obs(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, np.float32)
         if obs.ndim != 2 or obs.shape[1] != self.n_features:
-            raise ValueError(f"obs must be (n_customers, {self.n_features}) float32, got shape "
-                             f"{obs.shape}")
+            extra = (" (the observable features only: this model's critic was trained on "
+                     "privileged latent columns too, which a served policy never takes)"
+                     if self.asymmetric else "")
+            raise ValueError(f"obs must be (n_customers, {self.n_features}) float32{extra}, got "
+                             f"shape {obs.shape}")
         if self.obs_normalization is not None:
             obs = normalize_observations(obs, self.obs_normalization)
         return obs

@@ -114,13 +114,21 @@ def make_training_env(env_cfg: EnvConfig, agent_cfg: AgentConfig, discount: floa
     (``rapport.agents.objective``): same-step autoreset, no latent info, and for the lifetime-value
     objectives the residual value at ``discount`` paid at the horizon (or shaped). Contact caps
     and quiet weeks in ``constraints`` become action masks (and are enforced) while it learns
-    (``rapport.agents.constrained_training``); the weekly budget is not a mask and applies at evaluation."""
+    (``rapport.agents.constrained_training``); the weekly budget is not a mask and applies at evaluation.
+
+    With ``agent.privileged_critic`` the env also carries latent truth (and the residual value at
+    ``discount``), and :class:`rapport.agents.privileged.PrivilegedObservation`, outermost (the
+    objective and the contact rules see observables only), appends the privileged columns to every
+    observation; its ``n_observable`` is the actor's width."""
     from rapport.agents.objective import LifetimeValueObjective, uses_terminal_value
 
     objective = agent_cfg.training_objective or "myopic"
     long_term = uses_terminal_value(objective)
-    env = make_env(env_cfg, customers=customers, scenario=scenario, autoreset_mode="same_step",
-                   include_latent=False, value_discount=discount if long_term else None)
+    privileged = bool(agent_cfg.privileged_critic)
+    env = envs.PopulationEnv(
+        num_envs=customers or env_cfg.customers, scenario=scenario or resolve_scenario(env_cfg),
+        horizon=env_cfg.horizon, autoreset_mode="same_step", include_latent=privileged,
+        treatment_effect=False, value_discount=discount if long_term or privileged else None)
     schema = schema_of(env)
     if long_term:
         env = LifetimeValueObjective(env, discount, shaping=objective == "lifetime_value_shaped")
@@ -129,6 +137,10 @@ def make_training_env(env_cfg: EnvConfig, agent_cfg: AgentConfig, discount: floa
         from rapport.agents.constrained_training import RuleMaskedEnv
 
         env = RuleMaskedEnv(env, rules)
+    if privileged:
+        from rapport.agents.privileged import PrivilegedObservation
+
+        env = PrivilegedObservation(env, schema.channel_names)
     return env
 
 

@@ -31,6 +31,9 @@ from rapport.agents.objective import OBJECTIVES, discount_for
 from rapport.experiments.errors import UserError, user_input
 from rapport.experiments.launchers.ray_cluster import RayConfig
 
+PRIVILEGED_CRITIC_TARGETS = ("rapport.agents.rl.make_ppo", "rapport.agents.rl.make_maskable_ppo")
+"""SB3 factories that train an asymmetric actor-critic with ``agent.privileged_critic``."""
+
 FAMILIES = ("baseline", "bandit", "rl")
 """Agent families: ``baseline`` policies act without learning, ``bandit`` learners update online
 each week, ``rl`` learners are Stable-Baselines3 models trained for ``train.timesteps``."""
@@ -113,6 +116,12 @@ class AgentConfig:
     residual value (same ranking of policies, the damage a contact does charged the week it
     happens); ``myopic``: profit with the agent's own ``params.gamma`` (default 0.95) and no
     terminal value, the contrast."""
+    privileged_critic: bool = False
+    """RL only (PPO, MaskablePPO): asymmetric actor-critic (``rapport.agents.privileged``). While
+    training, the critic also sees latent truth (alive, purchase rate, drop-out probability,
+    residual value, fatigue, trust) appended to the observation; the actor -- and so every saved,
+    served or exported policy -- reads the observable features only. Off until measured to help
+    (``scripts/bench_long_term.py --privileged-critic``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -135,6 +144,33 @@ class AgentConfig:
             if self.objective not in OBJECTIVES:
                 raise ValueError(f"agent {self.name!r}: agent.objective must be one of "
                                  f"{OBJECTIVES}, got {self.objective!r}")
+        self._check_privileged_critic()
+
+    def _check_privileged_critic(self) -> None:
+        if not isinstance(self.privileged_critic, bool):
+            raise ValueError(f"agent {self.name!r}: agent.privileged_critic must be true or false, "
+                             f"got {self.privileged_critic!r}")
+        if "observable_features" in self.params:
+            raise ValueError(f"agent {self.name!r}: agent.params.observable_features is set by the "
+                             "composition root (the observable width, with agent.privileged_critic="
+                             "true); remove it from agent.params")
+        if not self.privileged_critic:
+            return
+        if self.family != "rl" or self.target not in PRIVILEGED_CRITIC_TARGETS:
+            raise ValueError(f"agent {self.name!r}: agent.privileged_critic applies to the actor-critic "
+                             f"learners {', '.join(PRIVILEGED_CRITIC_TARGETS)} (agent=ppo, "
+                             f"agent=maskable_ppo), got family {self.family!r}, target {self.target!r}")
+        if "policy" in self.params:
+            raise ValueError(f"agent {self.name!r}: agent.privileged_critic chooses the policy class "
+                             f"(an asymmetric actor-critic); remove agent.params.policy="
+                             f"{self.params['policy']!r}")
+        kwargs = self.params.get("policy_kwargs") or {}
+        clash = sorted(set(kwargs) & {"share_features_extractor", "features_extractor_class",
+                                      "features_extractor_kwargs", "n_observable"})
+        if clash:
+            raise ValueError(f"agent {self.name!r}: agent.params.policy_kwargs {clash} cannot be "
+                             "combined with agent.privileged_critic (the actor's and the critic's "
+                             "features extractors are fixed: the actor reads observables only)")
 
     @property
     def training_objective(self) -> str | None:

@@ -18,7 +18,10 @@ Folder (format 2)::
 
 Kinds stored as data: the rule-based baselines, frozen bandit policies, bandit learners, the
 neural-linear policy, ContactRules around any of them (:mod:`rapport.experiments.policy_codec`) and
-SB3 PPO / A2C / DQN / MaskablePPO policies (:mod:`rapport.experiments.sb3_codec`). Constraints are
+SB3 PPO / A2C / DQN / MaskablePPO policies (:mod:`rapport.experiments.sb3_codec`), asymmetric
+actor-critics (``agent.privileged_critic``) included: a stored policy reads observables only, so
+:func:`save_policy` refuses a schema naming latent columns and an SB3 model whose actor reads more
+columns than the schema's features, and stores the observable columns' normalisation. Constraints are
 stored as config and re-applied at load time, sized to each batch (a weekly budget is $ per
 customer of the batch).
 
@@ -118,6 +121,9 @@ def save_policy(directory: str | Path, *, schema: DecisionSchema, agent: AgentCo
     A policy that cannot be stored as data raises ``TypeError`` naming its class."""
     if (core_policy is None) == (sb3_model is None):
         raise ValueError("save_policy needs exactly one of core_policy or sb3_model")
+    from rapport.agents.privileged import check_observable_names
+
+    check_observable_names(schema.feature_names)  # a stored policy reads observables only
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
@@ -130,9 +136,20 @@ def save_policy(directory: str | Path, *, schema: DecisionSchema, agent: AgentCo
         algo = SB3_ALGO_NAMES.get(type(sb3_model).__name__)
         if algo is None:
             raise ValueError(f"cannot save SB3 model of type {type(sb3_model).__name__}")
+        from rapport.agents.privileged import actor_input_width, observable_normalization
         from rapport.agents.rl_policy import normalization_stats
         from rapport.experiments.sb3_codec import StoredSB3Model, encode_sb3
 
+        width = int(np.prod(sb3_model.observation_space.shape))
+        reads = actor_input_width(sb3_model.policy, sb3_model.observation_space)
+        if reads != schema.n_features:
+            raise ValueError(
+                f"the {type(sb3_model).__name__} actor reads {reads} observation columns, the schema has "
+                f"{schema.n_features} observable features: "
+                + (f"columns {schema.n_features}..{reads - 1} are privileged (latent) columns, which only "
+                   "an asymmetric actor-critic's critic may read (agent.privileged_critic)"
+                   if reads > schema.n_features else "the model was not trained on this schema"))
+        obs_normalization = observable_normalization(normalization_stats(obs_normalization), reads, width)
         config, arrays, tensors = encode_sb3(sb3_model)
         _write_data(d, arrays, tensors)
         if sb3_checkpoint and not isinstance(sb3_model, StoredSB3Model):

@@ -15,6 +15,11 @@ constructor arguments, weights), the spaces and DQN's final epsilon. Here they a
 :func:`decode_sb3` rebuilds a :class:`StoredSB3Model`, which :class:`rapport.agents.rl_policy.SB3Policy`
 serves exactly like the trained model (same network, same weights); it cannot ``learn``. The
 learning rate schedule is not stored (serving never steps the optimizer).
+
+Asymmetric actor-critics (``rapport.agents.privileged``, ``agent.privileged_critic``) are stored
+the same way: their policy class by name, ``n_observable`` among the constructor arguments, and
+the training observation space (observable plus privileged columns) that the critic was built on;
+the served policy still takes the ``n_observable`` observable columns only.
 """
 
 from __future__ import annotations
@@ -45,7 +50,17 @@ def _policy_classes() -> dict[str, Callable[[], type]]:
         from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
         return MaskableActorCriticPolicy
 
-    return {"ActorCriticPolicy": actor_critic, "DQNPolicy": dqn, "MaskableActorCriticPolicy": maskable}
+    def privileged() -> type:
+        from rapport.agents.privileged import PrivilegedActorCriticPolicy
+        return PrivilegedActorCriticPolicy
+
+    def privileged_maskable() -> type:
+        from rapport.agents.privileged import privileged_maskable_policy_class
+        return privileged_maskable_policy_class()
+
+    return {"ActorCriticPolicy": actor_critic, "DQNPolicy": dqn, "MaskableActorCriticPolicy": maskable,
+            "PrivilegedActorCriticPolicy": privileged,
+            "PrivilegedMaskableActorCriticPolicy": privileged_maskable}
 
 
 def _named_classes() -> dict[str, dict[str, type]]:

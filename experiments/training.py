@@ -20,11 +20,15 @@ to the tracker (batched by the tracker).
   (SAME_STEP autoreset, as SB3 expects), rewarded by ``agent.training_objective``
   (``rapport.agents.objective``: lifetime value at the evaluation's discount with the residual value
   paid at the horizon, unless ``agent.objective=myopic``); SB3's own logs (``train/…``, ``rollout/…``,
-  ``time/…``) become the per-iteration metrics, stepped by ``time/total_timesteps``.
+  ``time/…``) become the per-iteration metrics, stepped by ``time/total_timesteps``. With
+  ``agent.privileged_critic`` the critic also sees latent truth (``rapport.agents.privileged``: the
+  env appends privileged columns, the model is an asymmetric actor-critic); the policy returned,
+  its normalisation statistics and everything saved from them take the observable features only.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,7 +173,17 @@ def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker
         # The return's discount for reward scaling is the learner's own.
         venv = normalize = VecNormalize(venv, norm_obs=settings.agent.normalize_obs,
                                         norm_reward=settings.agent.normalize_reward, gamma=gamma)
-    model = builders.build_sb3(settings.agent, venv, seed=seeds.agent, gamma=gamma)
+    agent = settings.agent
+    n_observable = getattr(env, "n_observable", None) if agent.privileged_critic else None
+    if agent.privileged_critic:
+        if n_observable is None:
+            raise ValueError("agent.privileged_critic: the training env carries no privileged columns "
+                             "(builders.make_training_env adds them)")
+        # the actor's width is injected here, not read from agent.params (AgentConfig refuses it
+        # there); a shallow copy keeps the run's config as it was given
+        agent = copy.copy(agent)
+        agent.params = {**agent.params, "observable_features": int(n_observable)}
+    model = builders.build_sb3(agent, venv, seed=seeds.agent, gamma=gamma)
     total = settings.train.timesteps
     history: list[dict[str, float]] = []
     recorder = getattr(model, "metrics", None)

@@ -98,6 +98,9 @@ ROWS = [
     T("+agent.params.alpah=1", needles=["alpah", "valid: alpha"]),
     T("env.scenario=atlantis", needles=["atlantis", "retail"]),
     T("agent@evaluation.baseline=linucb", needles=["evaluation.baseline", "family 'baseline'"]),
+    T("agent=ppo", "agent.privileged_critic=maybe", needles=["agent.privileged_critic", "maybe"]),
+    T("agent=dqn", "agent.privileged_critic=true", needles=["agent.privileged_critic", "make_ppo", "make_dqn"]),
+    T("agent=ppo", "+agent.params.observable_features=3", needles=["agent.params.observable_features"]),
     # ------------------------------------------------------------------ rapport-evaluate
     Row("evaluate", [], ["policies is empty"]),
     Row("evaluate", ["policies=[$F/missing]"], ["policies entry", "no such folder", "runs:/"]),

@@ -8,6 +8,15 @@ Supported policies
 * :class:`rapport.agents.bandits.LinearArmPolicy` (and a :class:`rapport.agents.bandits.LinearBandit` learner,
   frozen with ``policy(explore=...)``) with any of its exploration rules.
 
+Observables only
+----------------
+An exported graph takes the schema's observable features and nothing else. A schema naming latent
+truth (``latent_*`` privileged columns, ``alive``, ``p_drop``...) is refused, and so is an SB3
+model whose actor reads more columns than the schema's features (a model trained on observations
+widened with privileged columns whose actor is not the asymmetric one of
+:mod:`rapport.agents.privileged`). An asymmetric actor-critic (``agent.privileged_critic``) exports
+its actor alone: ``d`` feature inputs, the first ``d`` VecNormalize statistics.
+
 Modes and what the propensity means
 -----------------------------------
 ``greedy``
@@ -39,6 +48,11 @@ from typing import Any
 import numpy as np
 
 from rapport.agents.bandits import LinearArmPolicy, LinearBandit
+from rapport.agents.privileged import (
+    actor_input_width,
+    check_observable_names,
+    observable_normalization,
+)
 from rapport.agents.protocol import DecisionSchema
 from rapport.agents.rl_policy import SB3Policy, normalization_stats, normalize_observations
 from rapport.experiments.export.modules import (
@@ -194,6 +208,7 @@ def build_decision_module(policy: Any, schema: DecisionSchema, mode: str = "gree
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    check_observable_names(schema.feature_names)
     eligibility, elig_doc = _eligibility(schema, constraints)
     common = dict(feature_names=tuple(schema.feature_names), nvec=tuple(schema.nvec),
                   channel_names=tuple(schema.channel_names),
@@ -228,11 +243,24 @@ def _build_sb3(policy: SB3Policy, schema: DecisionSchema, mode: str,
     if tuple(policy.nvec) != tuple(schema.nvec):
         raise ValueError(f"the SB3 policy acts in nvec={policy.nvec}, the schema says "
                          f"{schema.nvec}")
-    if policy.n_features != schema.n_features:
+    reads = actor_input_width(policy.model.policy, policy.model.observation_space)
+    if reads > schema.n_features:
+        raise ValueError(
+            f"the SB3 model's actor reads {reads} observation columns but the schema has "
+            f"{schema.n_features} observable features ({', '.join(schema.feature_names[:3])}, ...): "
+            f"columns {schema.n_features}..{reads - 1} are not observable (privileged latent columns "
+            "of a training observation). Only an asymmetric actor-critic whose actor reads the "
+            "observable columns alone can be exported: train it with agent.privileged_critic=true "
+            "(rapport.agents.privileged), not a plain policy on the widened observation")
+    if policy.n_features != schema.n_features or reads != schema.n_features:
         raise ValueError(f"the SB3 model takes {policy.n_features} features, the schema has "
                          f"{schema.n_features}")
     norm = ObsNormalization.coerce(obs_normalization if obs_normalization is not None
                                    else getattr(policy, "obs_normalization", None))
+    if norm is not None and norm.mean.size != schema.n_features:
+        width = int(np.prod(policy.model.observation_space.shape))
+        cut = observable_normalization(asdict(norm), reads, width)
+        norm = ObsNormalization.coerce(cut)
     is_dqn = policy._is_dqn
     sample = mode == "explore"
     scorer = SB3Scorer(_frozen_copy(policy.model.policy), is_dqn,
@@ -260,6 +288,9 @@ def _build_sb3(policy: SB3Policy, schema: DecisionSchema, mode: str,
                             "dimension order"),)
     pre = ("VecNormalize observation statistics: clip((x - mean)/sqrt(var + eps), +-clip)"
            if norm is not None else "none (the model was trained on raw features)")
+    if policy.asymmetric:
+        pre += ("; asymmetric actor-critic: its critic saw privileged latent columns while "
+                "training, the actor and this graph read the observable features only")
     module = DecisionModule(eligibility, scorer, selector, "sb3", len(noise))
     spec = ExportSpec(policy_kind=f"sb3:{algo}", mode=mode, rule=rule, propensity=prop,
                       noise_inputs=noise, preprocessing=pre, **common)

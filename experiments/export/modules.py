@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from stable_baselines3.common.policies import BaseModel
 from torch import nn
 
 __all__ = [
@@ -238,9 +239,11 @@ class SB3Scorer(nn.Module):
             obs = obs.clamp(-self.clip_obs, self.clip_obs).float()
         if self.is_dqn:
             return self.policy.q_net(obs)
-        latent = self.policy.mlp_extractor.forward_actor(
-            self.policy.extract_features(obs, self.policy.pi_features_extractor))
-        return self.policy.action_net(latent)
+        # the actor's own features extractor alone (an ActorCriticPolicy whose extractors are not
+        # shared would run the critic's too and return both): for an asymmetric actor-critic
+        # (rapport.agents.privileged) it reads the observable columns, all this graph takes
+        features = BaseModel.extract_features(self.policy, obs, self.policy.pi_features_extractor)
+        return self.policy.action_net(self.policy.mlp_extractor.forward_actor(features))
 
 
 class SB3Selector(nn.Module):
