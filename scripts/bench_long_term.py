@@ -17,6 +17,11 @@ Variants (``--variants``, comma-separated; ``name=override;override``):
 * ``ltv_shaped``: ``agent.objective=lifetime_value_shaped`` (plus potential-based shaping on the
   latent residual value).
 
+``--privileged-critic`` is the ablation of the asymmetric actor-critic (``agent.privileged_critic``,
+``rapport.agents.privileged``): every variant is also trained with a critic that sees latent truth
+while training, as ``<variant>_priv`` (same seeds, same evaluation populations, so each pair is a
+paired comparison); the actor, and so what is evaluated, reads observables only either way.
+
 Seeds: training populations come from ``--seed`` (spawned as in ``rapport-train``); the
 evaluation populations are ``--eval-seed`` + 0..k-1. Say in the closing note which evaluation
 seeds were looked at while choosing settings: the default 7100 is the validation population
@@ -25,6 +30,7 @@ used while developing; 9100 was held out for the final table.
 Example::
 
     python scripts/bench_long_term.py --timesteps 3000000 --variants myopic,ltv,ltv_shaped
+    python scripts/bench_long_term.py --timesteps 10000000 --variants ltv,ltv_shaped --privileged-critic
 """
 
 from __future__ import annotations
@@ -86,6 +92,8 @@ def main() -> None:
     ap.add_argument("--extra", default="", help="overrides for every variant, ';'-separated")
     ap.add_argument("--no-references", action="store_true", help="skip rfm and drip")
     ap.add_argument("--no-long-term-oracle", action="store_true", help="skip the (slow) long-term oracle")
+    ap.add_argument("--privileged-critic", action="store_true",
+                    help="also train every variant with agent.privileged_critic=true (as <variant>_priv)")
     args = ap.parse_args()
     register_configs()
     common = [f"agent={args.agent}", f"train.timesteps={args.timesteps}",
@@ -94,7 +102,11 @@ def main() -> None:
     common += [o for o in args.extra.split(";") if o]
     policies, roles, train_seconds = {}, {}, {}
     scenario = None
-    for name, overrides in parse_variants(args.variants).items():
+    variants = parse_variants(args.variants)
+    if args.privileged_critic:
+        variants = {**variants, **{f"{name}_priv": [*overrides, "agent.privileged_critic=true"]
+                                   for name, overrides in variants.items()}}
+    for name, overrides in variants.items():
         settings = settings_for(common + overrides)
         scenario = builders.resolve_scenario(settings.env)
         seeds = builders.derive_seeds(settings.seed, 1)
@@ -156,7 +168,22 @@ def main() -> None:
         rows[p]["contact_rate_by_stage"] = {k: round(float(v), 4) for k, v in rate.loc[p].items()}
     for name, secs in train_seconds.items():
         rows[name]["train_seconds"] = secs
+    if args.privileged_critic:  # the ablation: each privileged variant paired with its plain twin
+        print("\nprivileged critic: <variant>_priv minus <variant> [paired 95% CI]")
+        print(f"{'variant':<16}" + "".join(f"{k:>26}" for k in KEYS) + f"{'train s':>10}")
+        for plain in (n for n in variants if not n.endswith("_priv")):
+            priv = f"{plain}_priv"
+            pair = summarize(ev, baseline=plain, policies=[plain, priv], n_boot=1000, seed=0).diffs
+            cells, vs = [], {}
+            for short, key in KEYS.items():
+                r = pair[(pair.policy == priv) & (pair.key == key)].iloc[0]
+                vs[short] = [float(r["diff"]), float(r.ci_low), float(r.ci_high)]
+                cells.append(f"{r['diff']:+8.3f}[{r.ci_low:+.2f},{r.ci_high:+.2f}]")
+            rows[priv]["vs_plain"] = vs
+            print(f"{plain:<16}" + "".join(f"{c:>26}" for c in cells)
+                  + f"{train_seconds[priv] - train_seconds[plain]:>+10.0f}")
     print(json.dumps({"bench": "long_term", "timesteps": args.timesteps, "eval_seeds": list(es.seeds),
+                      "privileged_critic_ablation": bool(args.privileged_critic),
                       "customers": args.customers, "policies": rows}))
 
 
