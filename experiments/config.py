@@ -35,6 +35,8 @@ PRIVILEGED_CRITIC_TARGETS = ("rapport.agents.rl.make_ppo", "rapport.agents.rl.ma
 """SB3 factories that train an asymmetric actor-critic with ``agent.privileged_critic``."""
 
 FAMILIES = ("baseline", "bandit", "rl")
+DEFAULT_TIMESTEPS = 200_000
+"""RL customer-weeks of training when neither ``train.timesteps`` nor ``agent.timesteps`` is set."""
 """Agent families: ``baseline`` policies act without learning, ``bandit`` learners update online
 each week, ``rl`` learners are Stable-Baselines3 models trained for ``train.timesteps``."""
 
@@ -82,6 +84,31 @@ class EnvConfig:
 
 
 @dataclass
+class AgentRulesConfig:
+    """Contact rules that are part of *this agent's* policy (``agent.rules.*``), unlike the run's
+    ``constraints.*``, which bind every policy of the run: an agent defined as "PPO that never
+    contacts anyone more than twice in 5 weeks" is compared with unconstrained mass marketing.
+    They are action masks while it learns, wrapped around it at evaluation and carried into its
+    saved policy and every export, exactly like the run's constraints (the stricter of the two
+    applies)."""
+
+    max_contacts_4w: int | None = None
+    """At most this many contacts per customer in the 4 weeks before a decision (the week of the
+    decision makes the 5th), all channels together."""
+    quiet_weeks: int = 0
+    """No contact unless every channel's last contact is at least this many weeks ago."""
+
+    def __post_init__(self) -> None:
+        if self.max_contacts_4w is not None:
+            _nonneg_int("agent.rules.max_contacts_4w", self.max_contacts_4w)
+        _nonneg_int("agent.rules.quiet_weeks", self.quiet_weeks)
+
+    @property
+    def active(self) -> bool:
+        return self.max_contacts_4w is not None or self.quiet_weeks > 0
+
+
+@dataclass
 class AgentConfig:
     """What decides: a policy class or a learner/factory, with its constructor parameters.
 
@@ -116,6 +143,11 @@ class AgentConfig:
     residual value (same ranking of policies, the damage a contact does charged the week it
     happens); ``myopic``: profit with the agent's own ``params.gamma`` (default 0.95) and no
     terminal value, the contrast."""
+    timesteps: int | None = None
+    """RL only: customer-weeks this agent trains for unless ``train.timesteps`` is set; lets an
+    agent config carry the budget its results were measured with."""
+    rules: AgentRulesConfig = field(default_factory=AgentRulesConfig)
+    """Contact rules that are part of this agent's policy (see :class:`AgentRulesConfig`)."""
     privileged_critic: bool = False
     """RL only (PPO, MaskablePPO): asymmetric actor-critic (``rapport.agents.privileged``). While
     training, the critic also sees latent truth (alive, purchase rate, drop-out probability,
@@ -144,6 +176,11 @@ class AgentConfig:
             if self.objective not in OBJECTIVES:
                 raise ValueError(f"agent {self.name!r}: agent.objective must be one of "
                                  f"{OBJECTIVES}, got {self.objective!r}")
+        if self.timesteps is not None:
+            if self.family != "rl":
+                raise ValueError(f"agent {self.name!r}: agent.timesteps applies to family 'rl' only "
+                                 "(bandits train for train.episodes)")
+            _positive_int("agent.timesteps", self.timesteps)
         self._check_privileged_critic()
 
     def _check_privileged_critic(self) -> None:
@@ -214,15 +251,17 @@ class TrainConfig:
     """Customers in the training population (bandits and RL)."""
     episodes: int = 1
     """Bandits: episodes of ``env.horizon`` weeks, updating after every week."""
-    timesteps: int = 200_000
-    """RL: customer-weeks of SB3 ``learn``."""
+    timesteps: int | None = None
+    """RL: customer-weeks of SB3 ``learn``; ``None``: the agent's own ``agent.timesteps``, else
+    :data:`DEFAULT_TIMESTEPS`. Set, it wins (``debug=fast``, sweeps, experiments)."""
     rollout_size: int = 32_768
     """RL (PPO/A2C family): customer-weeks per update; agent YAMLs interpolate it."""
 
     def __post_init__(self) -> None:
         _positive_int("train.customers", self.customers)
         _positive_int("train.episodes", self.episodes)
-        _positive_int("train.timesteps", self.timesteps)
+        if self.timesteps is not None:
+            _positive_int("train.timesteps", self.timesteps)
         _positive_int("train.rollout_size", self.rollout_size)
 
 
@@ -373,6 +412,31 @@ class RunConfig:
                 self.learner_discount()
             except ValueError as err:
                 raise ValueError(f"agent {self.agent.name!r}: {err}") from None
+
+    @property
+    def timesteps(self) -> int:
+        """RL training budget in customer-weeks: ``train.timesteps`` when set, else the agent's
+        own ``agent.timesteps``, else :data:`DEFAULT_TIMESTEPS`."""
+        if self.train.timesteps is not None:
+            return self.train.timesteps
+        own = self.agent.timesteps if self.agent is not None else None
+        return DEFAULT_TIMESTEPS if own is None else own
+
+    def constraints_for(self, agent: AgentConfig | None) -> ConstraintsConfig:
+        """The rules ``agent``'s policy obeys: the run's ``constraints`` tightened by the agent's
+        own ``agent.rules`` (the lower contact cap, the longer quiet period)."""
+        if agent is None or not agent.rules.active:
+            return self.constraints
+        run, own = self.constraints, agent.rules
+        caps = [c for c in (run.max_contacts_4w, own.max_contacts_4w) if c is not None]
+        return ConstraintsConfig(max_contacts_4w=min(caps) if caps else None,
+                                 quiet_weeks=max(run.quiet_weeks, own.quiet_weeks),
+                                 weekly_budget_per_customer=run.weekly_budget_per_customer)
+
+    @property
+    def agent_constraints(self) -> ConstraintsConfig:
+        """:meth:`constraints_for` the run's own agent."""
+        return self.constraints_for(self.agent)
 
     def learner_discount(self) -> float:
         """The RL learner's discount under ``agent.training_objective`` (see

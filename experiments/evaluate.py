@@ -139,7 +139,7 @@ def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
     roles = dict.fromkeys(policies, "policy")
     base = settings.evaluation.baseline
     if base is not None:
-        policies[base.name] = builders.policy_factory(base, settings.constraints)
+        policies[base.name] = builders.policy_factory(base, settings.constraints_for(base))
         roles[base.name] = "baseline"
     refs = {"oracle": None, "long_term_oracle": None}
     for name, (factory, role, _) in builders.reference_oracles(settings.evaluation, settings.constraints).items():

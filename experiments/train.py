@@ -130,7 +130,7 @@ def run(cfg: DictConfig | RunConfig, *, parent_run_id: str | None = None) -> dic
         roles = {label: "agent"}
         base = settings.evaluation.baseline
         if base is not None and (base.target, base.params) != (agent.target, agent.params):
-            policies[base.name] = builders.policy_factory(base, settings.constraints)
+            policies[base.name] = builders.policy_factory(base, settings.constraints_for(base))
             roles[base.name] = "baseline"
         baseline_name = base.name if base is not None else None
         if base is not None and base.name not in policies:  # the agent is the baseline itself
@@ -205,7 +205,7 @@ def _log_outputs(tracker: Tracker, settings: RunConfig, trained: Any, ev: Evalua
         example = pd.DataFrame(obs, columns=list(env.feature_names))
         with tempfile.TemporaryDirectory() as tmp:
             folder = save_policy(Path(tmp) / "policy", schema=builders.schema_of(env), agent=settings.agent,
-                                 constraints=settings.constraints, core_policy=trained.core_policy,
+                                 constraints=settings.agent_constraints, core_policy=trained.core_policy,
                                  sb3_model=trained.sb3_model, greedy=settings.agent.eval_mode == "greedy",
                                  obs_normalization=trained.obs_normalization)
             uri = tracker.log_policy_model(folder, input_example=example)

@@ -16,7 +16,7 @@ to the tracker (batched by the tracker).
   (opted out of everything) are not learned from on their reset step. Metrics per week:
   ``train/profit_per_customer``, ``train/contact_share``, ``train/offer_share``,
   ``train/mean_propensity``, ``train/episode``.
-* **rl**: ``model.learn(train.timesteps)`` on a ``BatchedVecEnv`` over the training population
+* **rl**: ``model.learn(train.timesteps, else agent.timesteps)`` on a ``BatchedVecEnv`` over the training population
   (SAME_STEP autoreset, as SB3 expects), rewarded by ``agent.training_objective``
   (``rapport.agents.objective``: lifetime value at the evaluation's discount with the residual value
   paid at the horizon, unless ``agent.objective=myopic``); SB3's own logs (``train/…``, ``rollout/…``,
@@ -64,12 +64,21 @@ class Trained:
 
 def _frozen_factory(core: Policy, settings: RunConfig) -> PolicyFactory:
     def build(env: Any) -> Policy:
-        return builders.wrap_constraints(core, builders.schema_of(env), settings.constraints, env.num_envs)
+        return builders.wrap_constraints(core, builders.schema_of(env), settings.agent_constraints, env.num_envs)
     return build
 
 
+Checkpoint = Callable[[int, PolicyFactory], bool]
+"""``(customer_weeks_so_far, policy_factory) -> stop?``: called during RL training with the policy
+as it stands (observation statistics frozen at that moment); returning True ends training."""
+
+
 def train_agent(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker, *,
-                progress: bool = True) -> Trained:
+                progress: bool = True, checkpoint: Checkpoint | None = None,
+                checkpoint_every: int = 0) -> Trained:
+    """Train the configured agent (see the module doc). RL only: every ``checkpoint_every``
+    customer-weeks ``checkpoint`` gets the current policy and may stop training early (e.g.
+    ``scripts/bench_time_to_quality.py``: train until the policy first beats mass marketing)."""
     agent = settings.agent
     if agent is None:
         raise ValueError("no agent configured: choose one with agent=<name>")
@@ -77,11 +86,11 @@ def train_agent(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Track
         return _baseline(settings, scenario)
     if agent.family == "bandit":
         return _train_bandit(settings, seeds, scenario, tracker, progress)
-    return _train_rl(settings, seeds, scenario, tracker, progress)
+    return _train_rl(settings, seeds, scenario, tracker, progress, checkpoint, checkpoint_every)
 
 
 def _baseline(settings: RunConfig, scenario: Any) -> Trained:
-    factory = builders.policy_factory(settings.agent, settings.constraints)
+    factory = builders.policy_factory(settings.agent, settings.agent_constraints)
     core = None
     if not builders.needs_latent_truth(settings.agent):
         core = builders.build_core_policy(settings.agent, builders.make_env(settings.env, customers=1, scenario=scenario))
@@ -95,7 +104,7 @@ def _train_bandit(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tra
                             value_discount=settings.evaluation.weekly_discount if shaped else None)
     schema = builders.schema_of(env)
     learner = builders.build_bandit(agent_cfg, schema, seed=seeds.agent)
-    acting = builders.wrap_constraints(learner, schema, settings.constraints, env.num_envs)
+    acting = builders.wrap_constraints(learner, schema, settings.agent_constraints, env.num_envs)
     # the learner's own reward (profit, or profit shaped by the residual value) when it defines one
     from_step = getattr(learner, "update_from_step", None)
     value = None
@@ -154,7 +163,8 @@ def _with_value_discount(agent: Any, weekly_discount: float) -> Any:
     return dataclasses.replace(agent, params=params)
 
 
-def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker, progress: bool) -> Trained:
+def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker, progress: bool,
+              checkpoint: Checkpoint | None = None, checkpoint_every: int = 0) -> Trained:
     from stable_baselines3.common.callbacks import BaseCallback
 
     from rapport.agents.rl_policy import SB3Policy
@@ -163,7 +173,7 @@ def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker
     gamma = settings.learner_discount()
     env = builders.make_training_env(settings.env, settings.agent, settings.evaluation.weekly_discount,
                                      customers=settings.train.customers, scenario=scenario,
-                                     constraints=settings.constraints)
+                                     constraints=settings.agent_constraints)
     venv = BatchedVecEnv(env, flatten_actions=settings.agent.flatten_actions)
     venv.seed(seeds.train_env)
     normalize = None
@@ -184,7 +194,7 @@ def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker
         agent = copy.copy(agent)
         agent.params = {**agent.params, "observable_features": int(n_observable)}
     model = builders.build_sb3(agent, venv, seed=seeds.agent, gamma=gamma)
-    total = settings.train.timesteps
+    total = settings.timesteps
     history: list[dict[str, float]] = []
     recorder = getattr(model, "metrics", None)
 
@@ -194,10 +204,14 @@ def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker
         def __init__(self, update: Callable[[int], Any]) -> None:
             super().__init__()
             self.update, self.sent = update, 0
+            self.next_check = checkpoint_every if checkpoint is not None and checkpoint_every > 0 else None
 
         def _on_step(self) -> bool:
             self.update(self.training_env.num_envs)
             self._forward()
+            if self.next_check is not None and self.num_timesteps >= self.next_check:
+                self.next_check += checkpoint_every
+                return not checkpoint(self.num_timesteps, _frozen_factory(snapshot(), settings))
             return True
 
         def _on_training_end(self) -> None:
@@ -212,11 +226,15 @@ def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker
                 history.append({"step": float(step), **dump})
             self.sent = len(recorder.history)
 
+    nvec = tuple(int(k) for k in env.single_action_space.nvec) if settings.agent.flatten_actions else None
+
+    def snapshot() -> SB3Policy:
+        return SB3Policy(model, nvec=nvec, greedy=settings.agent.eval_mode == "greedy", obs_normalization=normalize)
+
     with bar(total, desc=f"train {settings.agent.name}", unit="cw", enabled=progress) as pbar:
         model.learn(total_timesteps=total, callback=Progress(pbar.update))
-    nvec = tuple(int(k) for k in env.single_action_space.nvec) if settings.agent.flatten_actions else None
     # The statistics stop moving here: what evaluation and every export apply is this snapshot.
-    core = SB3Policy(model, nvec=nvec, greedy=settings.agent.eval_mode == "greedy", obs_normalization=normalize)
+    core = snapshot()
     curve = "rollout/ep_rew_mean" if any("rollout/ep_rew_mean" in h for h in history) else None
     return Trained(_frozen_factory(core, settings), sb3_model=model, history=history, learning_curve_key=curve,
                    obs_normalization=core.obs_normalization)

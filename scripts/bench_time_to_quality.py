@@ -1,0 +1,110 @@
+"""Time to quality: wall-clock training time until an agent first beats mass marketing on both KPIs.
+
+Trains ``--agent`` with its defaults (plus ``--extra`` overrides) through the same code path as
+``rapport-train`` and, every ``--check-every`` customer-weeks, freezes the policy as it stands
+(frozen observation statistics included) and evaluates it on a *fixed validation population*
+(``--eval-seed``, default 7100: the population used while developing, never the held-out 9100)
+against mass marketing on common random numbers. Quality = the paired 95 % CIs of both
+52-week profit and lifetime value per customer exclude 0 in the agent's favour. Training stops
+at the first checkpoint that reaches quality (or at its training budget, ``agent.timesteps`` unless ``train.timesteps`` is set).
+
+Reported: training wall-clock seconds until quality (evaluation time excluded and reported
+separately), the customer-weeks, and at every checkpoint the five numbers of a result (profit,
+lifetime value, churned share, opt-outs, contacts per customer) against mass marketing's. The
+issue's target is at most 15 minutes on the 2-core development machine.
+
+Example::
+
+    python scripts/bench_time_to_quality.py --agent maskable_ppo_capped --check-every 1000000
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from rapport.experiments import builders  # noqa: E402
+from rapport.experiments.config import register_configs, to_settings  # noqa: E402
+from rapport.experiments.evaluation import EvalSettings, evaluate, summarize  # noqa: E402
+from rapport.experiments.tracking import NullTracker  # noqa: E402
+from rapport.experiments.training import train_agent  # noqa: E402
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+KEYS = {"profit": "kpi/profit_per_customer", "ltv": "kpi/lifetime_value_per_customer",
+        "churned": "kpi/churned_share", "opt_outs": "kpi/opt_outs_per_customer",
+        "contacts": "kpi/contacts_per_customer"}
+
+
+def settings_for(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_settings(compose("train", overrides=overrides))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--agent", default="maskable_ppo_capped")
+    ap.add_argument("--check-every", type=int, default=1_000_000, help="customer-weeks between checks")
+    ap.add_argument("--customers", type=int, default=5000, help="validation population size")
+    ap.add_argument("--eval-populations", type=int, default=1)
+    ap.add_argument("--eval-seed", type=int, default=7100)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (rapport-train's seed)")
+    ap.add_argument("--extra", default="", help="overrides, ';'-separated (none: the agent's defaults)")
+    args = ap.parse_args()
+    register_configs()
+    common = ["tracking=none", "progress=false", f"seed={args.seed}"]
+    settings = settings_for(common + [f"agent={args.agent}"] + [o for o in args.extra.split(";") if o])
+    scenario = builders.resolve_scenario(settings.env)
+    mass_cfg = settings_for(common + ["agent=mass"])
+    es = EvalSettings(scenario, args.customers, settings.env.horizon,
+                      tuple(args.eval_seed + i for i in range(args.eval_populations)),
+                      annual_discount_rate=settings.evaluation.annual_discount_rate)
+    mass_blocks = evaluate({"mass": builders.policy_factory(mass_cfg.agent, mass_cfg.constraints)}, es,
+                           roles={"mass": "baseline"}).blocks
+    checks: list[dict] = []
+    eval_seconds = 0.0
+    start = time.perf_counter()
+
+    def checkpoint(step: int, factory) -> bool:
+        nonlocal eval_seconds
+        t0 = time.perf_counter()
+        blocks = evaluate({"agent": factory}, es).blocks
+        s = summarize(pd.concat([mass_blocks, blocks], ignore_index=True), baseline="mass", n_boot=1000, seed=0)
+        row = {"timesteps": step, "train_seconds": t0 - start - eval_seconds}
+        for short, key in KEYS.items():
+            d = s.diffs[(s.diffs.policy == "agent") & (s.diffs.key == key)].iloc[0]
+            mean = s.kpis[(s.kpis.policy == "agent") & (s.kpis.key == key)]["mean"].iloc[0]
+            base = s.kpis[(s.kpis.policy == "mass") & (s.kpis.key == key)]["mean"].iloc[0]
+            row[short] = [float(mean), float(base), float(d["diff"]), float(d.ci_low), float(d.ci_high)]
+        row["quality"] = row["profit"][3] > 0 and row["ltv"][3] > 0
+        eval_seconds += time.perf_counter() - t0
+        checks.append(row)
+        print(f"[{row['train_seconds']:6.0f} s train, {step / 1e6:5.1f} M cw] "
+              + "  ".join(f"{k} {v[0]:.3f} (mass {v[1]:.3f}; {v[2]:+.2f} [{v[3]:+.2f},{v[4]:+.2f}])"
+                          for k, v in row.items() if k in KEYS)
+              + ("  QUALITY" if row["quality"] else ""), flush=True)
+        return bool(row["quality"])
+
+    train_agent(settings, builders.derive_seeds(settings.seed, 1), scenario, NullTracker(), progress=False,
+                checkpoint=checkpoint, checkpoint_every=args.check_every)
+    reached = next((c for c in checks if c["quality"]), None)
+    print(f"\n{args.agent}: " + (f"quality after {reached['train_seconds']:.0f} s of training "
+                                  f"({reached['timesteps'] / 1e6:.1f} M customer-weeks)" if reached
+                                  else f"no quality within {settings.timesteps / 1e6:.1f} M customer-weeks")
+          + f"; evaluation took {eval_seconds:.0f} s more")
+    print(json.dumps({"bench": "time_to_quality", "agent": args.agent, "extra": args.extra,
+                      "eval_seed": args.eval_seed, "eval_populations": args.eval_populations,
+                      "customers": args.customers, "train_timesteps": settings.timesteps,
+                      "reached": reached, "checks": checks}))
+
+
+if __name__ == "__main__":
+    main()
