@@ -168,9 +168,12 @@ class SB3Policy:
         self.asymmetric = not self._is_dqn and is_asymmetric(model.policy)
         # the columns served: an asymmetric actor-critic's n_observable, else the whole obs
         self.n_features = actor_input_width(model.policy, model.observation_space)
-        self.obs_normalization = normalization_stats(
-            observable_normalization(normalization_stats(obs_normalization), self.n_features, width),
-            self.n_features)
+        if self.n_features == width:  # statistics must be one per column of the observation
+            self.obs_normalization = normalization_stats(obs_normalization, width)
+        else:
+            self.obs_normalization = normalization_stats(
+                observable_normalization(normalization_stats(obs_normalization), self.n_features, width),
+                self.n_features)
 
     # ---- distribution ---------------------------------------------------------------------
     def action_probabilities(self, obs: np.ndarray,
