@@ -1,8 +1,8 @@
 """Which bandit reward wins lifetime value? Paired comparison of a bandit's rewards.
 
 Trains one bandit (``--agent``, default ``linucb_owned``) with each reward of ``--rewards``
-(``profit``: this week's profit; ``value_shaped``: profit + d·V̂(x') − V̂(x) with a learned
-observable value, see ``rapport.agents.bandit_rewards.ValueShapedReward``) on ``--train-seeds``
+(``profit``: this week's profit; ``lifetime_value_shaped``: profit + d·V(s') − V(s) with V
+the latent residual value, see ``rapport.agents.bandit_rewards.ResidualValueShaping``) on ``--train-seeds``
 independent training populations, through the same code path as ``rapport-train``, under each
 rule set of ``--settings`` (';'-separated overrides, ``|`` between settings; every policy of a
 setting, mass marketing included, obeys its rules). Every policy is evaluated on the same
@@ -27,25 +27,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-from hydra import compose, initialize_config_dir  # noqa: E402
+from _bench_config import KEYS, settings_for  # noqa: E402
 
 from rapport.experiments import builders  # noqa: E402
-from rapport.experiments.config import register_configs, to_settings  # noqa: E402
+from rapport.experiments.config import register_configs  # noqa: E402
 from rapport.experiments.evaluation import EvalSettings, evaluate, summarize  # noqa: E402
 from rapport.experiments.tracking import NullTracker  # noqa: E402
 from rapport.experiments.training import train_agent  # noqa: E402
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-KEYS = {"profit": "kpi/profit_per_customer", "ltv": "kpi/lifetime_value_per_customer",
-        "churned": "kpi/churned_share", "opt_outs": "kpi/opt_outs_per_customer",
-        "contacts": "kpi/contacts_per_customer"}
-
-
-def settings_for(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_settings(compose("train", overrides=overrides))
 
 
 def diff(s, policy: str, key: str) -> list[float]:
@@ -95,7 +84,7 @@ def fmt(d: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--agent", default="linucb_owned")
-    ap.add_argument("--rewards", default="profit,value_shaped")
+    ap.add_argument("--rewards", default="profit,lifetime_value_shaped")
     ap.add_argument("--settings", default="", help="'|'-separated rule sets, each ';'-separated overrides "
                                                    "('' = no rules)")
     ap.add_argument("--train-seeds", type=int, default=3)

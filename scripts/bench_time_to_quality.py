@@ -27,26 +27,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
+from _bench_config import KEYS, settings_for  # noqa: E402
 
 from rapport.experiments import builders  # noqa: E402
-from rapport.experiments.config import register_configs, to_settings  # noqa: E402
+from rapport.experiments.config import register_configs  # noqa: E402
 from rapport.experiments.evaluation import EvalSettings, evaluate, summarize  # noqa: E402
 from rapport.experiments.tracking import NullTracker  # noqa: E402
 from rapport.experiments.training import train_agent  # noqa: E402
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-KEYS = {"profit": "kpi/profit_per_customer", "ltv": "kpi/lifetime_value_per_customer",
-        "churned": "kpi/churned_share", "opt_outs": "kpi/opt_outs_per_customer",
-        "contacts": "kpi/contacts_per_customer"}
-
-
-def settings_for(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_settings(compose("train", overrides=overrides))
 
 
 def main() -> None:
