@@ -407,11 +407,30 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _nonneg_int("seed", self.seed)
+        if self.agent is not None and self.agent.family == "bandit":
+            self._check_bandit_value_discount()
         if self.agent is not None and self.agent.family == "rl":
             try:
                 self.learner_discount()
             except ValueError as err:
                 raise ValueError(f"agent {self.agent.name!r}: {err}") from None
+
+    def _check_bandit_value_discount(self) -> None:
+        """A bandit's ``value_discount`` is the evaluation's weekly discount (rapport-train passes
+        it); a different one would train on something the evaluation does not measure."""
+        assert self.agent is not None
+        own = self.agent.params.get("value_discount")
+        if own is None:
+            return
+        d = self.evaluation.weekly_discount
+        if self.agent.params.get("reward") != "lifetime_value_shaped":
+            raise ValueError(f"agent {self.agent.name!r}: agent.params.value_discount only applies to "
+                             "reward='lifetime_value_shaped'; remove it")
+        if isinstance(own, bool) or not isinstance(own, int | float) or abs(float(own) - d) > 1e-9:
+            raise ValueError(f"agent {self.agent.name!r}: agent.params.value_discount={own!r} contradicts "
+                             f"reward='lifetime_value_shaped', which trains with the evaluation's weekly "
+                             f"discount {d:.6f} (from evaluation.annual_discount_rate); remove value_discount "
+                             "(rapport-train sets it)")
 
     @property
     def timesteps(self) -> int:

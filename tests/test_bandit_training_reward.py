@@ -12,6 +12,7 @@ from rapport.agents.bandits import LinearBandit
 from rapport.envs.value import residual_value
 from rapport.experiments import builders
 from rapport.experiments.config import register_configs, to_settings
+from rapport.experiments.errors import UserError
 from rapport.experiments.tracking import NullTracker
 from rapport.experiments.training import train_agent
 
@@ -52,7 +53,10 @@ def test_shaped_bandit_learns_profit_plus_the_discounted_change_in_residual_valu
     assert np.abs(rewards - profit).max() > 0.01  # the shaping term is there
 
 
-def test_a_value_discount_that_contradicts_the_evaluation_is_refused():
-    s = settings("agent.params.reward=lifetime_value_shaped", "+agent.params.value_discount=0.9")
-    with pytest.raises(ValueError, match=r"value_discount=0.9 contradicts reward='lifetime_value_shaped'"):
-        train_agent(s, builders.derive_seeds(0, 1), builders.resolve_scenario(s.env), NullTracker(), progress=False)
+def test_a_value_discount_that_contradicts_the_evaluation_is_refused_as_bad_input():
+    with pytest.raises(UserError, match=r"value_discount=0.9 contradicts reward='lifetime_value_shaped'"):
+        settings("agent.params.reward=lifetime_value_shaped", "+agent.params.value_discount=0.9")
+    with pytest.raises(UserError, match=r"value_discount only applies to reward='lifetime_value_shaped'"):
+        settings("agent.params.reward=profit", "+agent.params.value_discount=0.9")
+    s = settings("agent.params.reward=lifetime_value_shaped")  # the evaluation's own: fine
+    assert s.agent.params.get("value_discount") is None
