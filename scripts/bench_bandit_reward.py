@@ -101,8 +101,8 @@ def main() -> None:
         extra = [o for o in setting.split(";") if o]
         res = run_setting(args, extra)
         results[setting or "no rules"] = res
-        print(f"\n== {setting or 'no rules'} ({time.perf_counter() - start:.0f} s; eval seeds "
-              f"{args.eval_seed}+{args.eval_populations}); paired 95% CIs")
+        print(f"\n== {setting or 'no rules'} ({time.perf_counter() - start:.0f} s; {args.eval_populations} "
+              f"evaluation population(s) from seed {args.eval_seed}); paired 95% CIs")
         print(f"{'policy':<26}{'profit':>8}{'LTV':>8}{'churn':>7}{'optout':>7}{'contacts':>9}"
               f"{'Δprofit vs profit-reward':>28}{'ΔLTV vs profit-reward':>26}{'ΔLTV vs mass':>24}")
         for name, row in res.items():

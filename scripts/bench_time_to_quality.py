@@ -11,7 +11,7 @@ at the first checkpoint that reaches quality (or at its training budget, ``agent
 Reported: training wall-clock seconds until quality (evaluation time excluded and reported
 separately), the customer-weeks, and at every checkpoint the five numbers of a result (profit,
 lifetime value, churned share, opt-outs, contacts per customer) against mass marketing's. The
-issue's target is at most 15 minutes on the 2-core development machine.
+target is at most 15 minutes on the 2-core development machine.
 
 Example::
 
@@ -72,23 +72,26 @@ def main() -> None:
             d = s.diffs[(s.diffs.policy == "agent") & (s.diffs.key == key)].iloc[0]
             mean = s.kpis[(s.kpis.policy == "agent") & (s.kpis.key == key)]["mean"].iloc[0]
             base = s.kpis[(s.kpis.policy == "mass") & (s.kpis.key == key)]["mean"].iloc[0]
-            row[short] = [float(mean), float(base), float(d["diff"]), float(d.ci_low), float(d.ci_high)]
-        row["quality"] = row["profit"][3] > 0 and row["ltv"][3] > 0
+            row[short] = {"agent": float(mean), "mass": float(base), "diff": float(d["diff"]),
+                          "ci_low": float(d.ci_low), "ci_high": float(d.ci_high)}
+        row["quality"] = row["profit"]["ci_low"] > 0 and row["ltv"]["ci_low"] > 0
         eval_seconds += time.perf_counter() - t0
         checks.append(row)
-        print(f"[{row['train_seconds']:6.0f} s train, {step / 1e6:5.1f} M cw] "
-              + "  ".join(f"{k} {v[0]:.3f} (mass {v[1]:.3f}; {v[2]:+.2f} [{v[3]:+.2f},{v[4]:+.2f}])"
+        print(f"[{row['train_seconds']:6.0f} s training, {step:,} customer-weeks] "
+              + "  ".join(f"{k} {v['agent']:.3f} (mass {v['mass']:.3f}; {v['diff']:+.2f} "
+                          f"[{v['ci_low']:+.2f},{v['ci_high']:+.2f}])"
                           for k, v in row.items() if k in KEYS)
               + ("  QUALITY" if row["quality"] else ""), flush=True)
         return bool(row["quality"])
 
+    print("(each line: the agent's KPI per customer, mass marketing's, and the paired difference [95 % CI])")
     train_agent(settings, builders.derive_seeds(settings.seed, 1), scenario, NullTracker(), progress=False,
                 checkpoint=checkpoint, checkpoint_every=args.check_every)
     reached = next((c for c in checks if c["quality"]), None)
     print(f"\n{args.agent}: " + (f"quality after {reached['train_seconds']:.0f} s of training "
-                                  f"({reached['timesteps'] / 1e6:.1f} M customer-weeks)" if reached
-                                  else f"no quality within {settings.timesteps / 1e6:.1f} M customer-weeks")
-          + f"; evaluation took {eval_seconds:.0f} s more")
+                                  f"({reached['timesteps']:,} customer-weeks)" if reached
+                                  else f"no quality within {settings.timesteps:,} customer-weeks")
+          + f"; the checkpoints' evaluations took another {eval_seconds:.1f} s")
     print(json.dumps({"bench": "time_to_quality", "agent": args.agent, "extra": args.extra,
                       "eval_seed": args.eval_seed, "eval_populations": args.eval_populations,
                       "customers": args.customers, "train_timesteps": settings.timesteps,

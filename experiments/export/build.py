@@ -165,7 +165,7 @@ def _eligibility(schema: DecisionSchema, constraints: Mapping[str, Any] | None =
             "spend levels 1.. need the paid_media opt-in; index 0 of every dimension is "
             "always allowed")
     if "max_contacts_4w" in rules:
-        text += (f"; contact cap: a channel only if the sum of contacts_4w_<channel> + 1 <= "
+        text += (f"; contact cap: a channel only if the sum over all channels of contacts_4w_<channel> + 1 <= "
                  f"{rules['max_contacts_4w']}")
     if "quiet_weeks" in rules:
         text += (f"; quiet period: a channel only if every weeks_since_contact_<channel> >= "
