@@ -32,6 +32,9 @@ FEATURE_MEANINGS: dict[str, str] = {
     "offers_8w": "weeks with a delivered offer in the last 8",
     "redemptions_8w": "weeks with a redeemed discount in the last 8",
     "horizon_progress": "week / horizon of the training episode",
+    "prospect": "1 if the person has not bought yet (reachable through paid media only), else 0",
+    "brand_awareness": "the market's brand awareness in [0, 1] (tracking surveys; constant without mass media)",
+    "belief_category": "the firm's guess of the customer's favourite category (0..K-1), from the orders it has seen",
 }
 _PATTERNS = (
     (r"optin_(.+)", "1 if the customer can be reached on {0} (consent), else 0"),
@@ -243,7 +246,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                   "```", ""]
     lines += ["## Evaluation", ""]
     for title, key in (("KPIs", "kpis"), ("Paired difference vs baseline", "paired_vs_baseline"),
-                       ("Regret vs oracle", "regret")):
+                       ("Regret vs the oracles (profit: the myopic oracle; lifetime value: the long-term oracle when evaluated, else the myopic one)", "regret")):
         rows = card["evaluation"][key]
         if not rows:
             continue
