@@ -82,9 +82,15 @@ def decode(labels: np.ndarray, nvec: Sequence[int]) -> np.ndarray:
 
 def collect(policy_factory: Callable[[Any], Any] | Any, env_cfg: EnvConfig, customers: int,
             weeks: int | None = None, seed: int = 0, *, scenario: Any = None, policy_seed: int = 0,
-            use_action_mask: bool = True) -> Collected:
+            use_action_mask: bool = True, driver: Any = None) -> Collected:
     """Roll ``policy_factory`` (``env -> Policy``, or a policy) for ``weeks`` (default the horizon)
-    on the population ``seed`` of ``customers`` and record every active customer-week."""
+    on the population ``seed`` of ``customers`` and record every active customer-week.
+
+    ``driver`` (a policy or factory): it chooses the actions that move the population, and the
+    policy only labels the states the driver leads to (DAgger: a tree fitted to the policy's own
+    rollout never sees the states its own mistakes lead to, e.g. customers left uncontacted for
+    weeks, and can collapse to "never contact"). Labels assume the policy's action depends on the
+    observation and mask only (no per-customer memory, as contact caps keep)."""
     if customers < 1:
         raise ValueError(f"customers must be >= 1, got {customers}")
     weeks = env_cfg.horizon if weeks is None else int(weeks)
@@ -92,7 +98,9 @@ def collect(policy_factory: Callable[[Any], Any] | Any, env_cfg: EnvConfig, cust
         raise ValueError(f"weeks must be in 1..env.horizon={env_cfg.horizon}, got {weeks}")
     env = builders.make_env(env_cfg, customers=customers, scenario=scenario)
     policy = policy_factory if hasattr(policy_factory, "act") else policy_factory(env)
+    drive = None if driver is None else (driver if hasattr(driver, "act") else driver(env))
     rng = np.random.default_rng([policy_seed, seed])
+    drive_rng = np.random.default_rng([policy_seed, seed, 1])
     obs, info = env.reset(seed=seed)
     active = np.ones(customers, bool)
     rows_obs, rows_act, rows_mask = [], [], []
@@ -104,6 +112,8 @@ def collect(policy_factory: Callable[[Any], Any] | Any, env_cfg: EnvConfig, cust
         rows_act.append(actions[active])
         if mask is not None:
             rows_mask.append(np.asarray(mask, bool)[active])
+        if drive is not None:
+            actions = np.asarray(drive.act(obs, drive_rng, action_mask=mask)[0], np.int64)
         obs, _, terminated, _, info = env.step(actions)
         active &= ~np.asarray(terminated, bool)
         if not active.any():
@@ -222,6 +232,33 @@ def distill(obs: np.ndarray, actions: np.ndarray, feature_names: Sequence[str], 
     return out
 
 
+def concat(parts: Sequence[Collected]) -> Collected:
+    """Several collections as one (same features and action dimensions)."""
+    first = parts[0]
+    if any(p.feature_names != first.feature_names or p.nvec != first.nvec for p in parts):
+        raise ValueError("collections to concatenate differ in feature_names or nvec")
+    masks = None if any(p.masks is None for p in parts) else np.concatenate([p.masks for p in parts])
+    return Collected(np.concatenate([p.obs for p in parts]), np.concatenate([p.actions for p in parts]), masks,
+                     first.feature_names, first.nvec, first.weeks, sum(p.customers for p in parts), first.seed)
+
+
+def distill_dagger(policy_factory: Any, env_cfg: EnvConfig, customers: int, seed: int, *, rounds: int = 2,
+                   weeks: int | None = None, scenario: Any = None, **tree_kwargs: Any) -> tuple[DistilledPolicy, Collected]:
+    """Fit a tree to the policy's own rollout (population ``seed``), then ``rounds`` times roll the
+    current tree on a fresh population (``seed + r``), let the policy label the states it reaches,
+    and refit on everything collected (DAgger). Returns the last tree and all the rows."""
+    if rounds < 0:
+        raise ValueError(f"rounds must be >= 0, got {rounds}")
+    data = collect(policy_factory, env_cfg, customers, weeks, seed, scenario=scenario)
+    tree = distill(data.obs, data.actions, data.feature_names, nvec=data.nvec, **tree_kwargs)
+    for r in range(1, rounds + 1):
+        more = collect(policy_factory, env_cfg, customers, weeks, seed + r, scenario=scenario, driver=tree)
+        data = concat([data, more])
+        tree = distill(data.obs, data.actions, data.feature_names, nvec=data.nvec, **tree_kwargs)
+    tree.extra["dagger_rounds"] = rounds
+    return tree, data
+
+
 def fidelity(distilled: DistilledPolicy, held_out: Collected) -> float:
     """Share of ``held_out`` customer-weeks where the tree (under the same action mask) chose the
     policy's joint action."""
@@ -229,6 +266,16 @@ def fidelity(distilled: DistilledPolicy, held_out: Collected) -> float:
         raise ValueError("held_out.feature_names differ from the distilled policy's feature_names")
     pred, _ = distilled.act(held_out.obs, None, action_mask=held_out.masks)
     return float(np.mean((pred == held_out.actions).all(axis=1)))
+
+
+def agreement(distilled: DistilledPolicy, held_out: Collected) -> dict[str, float]:
+    """Finer agreement on ``held_out``: whether to contact at all, the channel, the offer, the
+    spend level and the joint action (= :func:`fidelity`)."""
+    pred, _ = distilled.act(held_out.obs, None, action_mask=held_out.masks)
+    pol = held_out.actions
+    return {"contact": float(np.mean((pred[:, 0] > 0) == (pol[:, 0] > 0))),
+            "channel": float(np.mean(pred[:, 0] == pol[:, 0])), "offer": float(np.mean(pred[:, 1] == pol[:, 1])),
+            "spend": float(np.mean(pred[:, 2] == pol[:, 2])), "joint": float(np.mean((pred == pol).all(axis=1)))}
 
 
 # ------------------------------------------------------------------------------ words

@@ -2,7 +2,10 @@
 
 Trains ``--agent`` (plus ``--extra`` overrides) through the same code path as ``rapport-train``
 (a baseline is just built), rolls the resulting policy on a collection population
-(``--collect-seed``) and records its action for every active customer-week, fits a
+(``--collect-seed``) and records its action for every active customer-week, then for
+``--dagger-rounds`` rounds lets the current tree drive a fresh population while the policy labels
+the states the tree leads to (without them a tree fitted to the policy's own rollout can collapse
+to "never contact": it never saw customers left alone for weeks), fits a
 depth-``--max-depth`` decision tree over the observable features (``rapport.experiments.distill``),
 measures its fidelity (agreement with the policy) on a separate held-out population
 (``--holdout-seed``), and evaluates tree and policy on the same validation populations
@@ -30,8 +33,9 @@ from _bench_config import settings_for  # noqa: E402
 from rapport.experiments import builders  # noqa: E402
 from rapport.experiments.config import register_configs  # noqa: E402
 from rapport.experiments.distill import (  # noqa: E402
+    agreement,
     collect,
-    distill,
+    distill_dagger,
     fidelity,
     history_features,
     rules,
@@ -58,6 +62,9 @@ def main() -> None:
                     help="rows per leaf: an integer, or a fraction of the collected customer-weeks if < 1")
     ap.add_argument("--exclude-history", action="store_true",
                     help="the tree may not use contact/offer-history columns (the policy's own footprint)")
+    ap.add_argument("--dagger-rounds", type=int, default=2,
+                    help="rounds in which the tree drives a fresh population (seed collect-seed + round) "
+                         "and the policy labels the states it reaches (0: the policy's own rollout only)")
     ap.add_argument("--collect-customers", type=int, default=4000)
     ap.add_argument("--collect-seed", type=int, default=8100)
     ap.add_argument("--holdout-customers", type=int, default=4000)
@@ -66,8 +73,9 @@ def main() -> None:
     ap.add_argument("--eval-populations", type=int, default=2)
     ap.add_argument("--eval-seed", type=int, default=7100)
     args = ap.parse_args()
-    if len({args.collect_seed, args.holdout_seed}) != 2:
-        raise SystemExit("--collect-seed and --holdout-seed must differ")
+    if args.collect_seed <= args.holdout_seed <= args.collect_seed + args.dagger_rounds:
+        raise SystemExit("--holdout-seed must not be one of the collection seeds "
+                         "(--collect-seed .. --collect-seed + --dagger-rounds)")
     register_configs()
     common = ["tracking=none", "progress=false", f"seed={args.seed}"]
     settings = settings_for(common + [f"agent={args.agent}"] + [o for o in args.extra.split(";") if o])
@@ -79,13 +87,19 @@ def main() -> None:
     factory = trained.policy_factory
 
     t0 = time.perf_counter()
-    data = collect(factory, settings.env, args.collect_customers, seed=args.collect_seed, scenario=scenario)
-    held = collect(factory, settings.env, args.holdout_customers, seed=args.holdout_seed, scenario=scenario)
     msl = int(args.min_samples_leaf) if args.min_samples_leaf >= 1 else float(args.min_samples_leaf)
-    excluded = history_features(data.feature_names) if args.exclude_history else ()
-    tree = distill(data.obs, data.actions, data.feature_names, max_depth=args.max_depth,
-                   min_samples_leaf=msl, nvec=data.nvec, exclude_features=excluded)
+    env = builders.make_env(settings.env, customers=1, scenario=scenario)
+    excluded = history_features(env.feature_names) if args.exclude_history else ()
+    tree, data = distill_dagger(factory, settings.env, args.collect_customers, args.collect_seed,
+                                rounds=args.dagger_rounds, scenario=scenario, max_depth=args.max_depth,
+                                min_samples_leaf=msl, exclude_features=excluded)
+    held = collect(factory, settings.env, args.holdout_customers, seed=args.holdout_seed, scenario=scenario)
     tree.fidelity = fidelity(tree, held)
+    # where the tree itself drives (the states it leads customers into), the policy labelling
+    held_tree = collect(factory, settings.env, args.holdout_customers, seed=args.holdout_seed, scenario=scenario,
+                        driver=tree)
+    fidelity_tree_states = fidelity(tree, held_tree)
+    agree = agreement(tree, held)
     distill_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -95,12 +109,13 @@ def main() -> None:
     vr = value_retained(factory, tree, es)
     eval_s = time.perf_counter() - t0
 
-    env = builders.make_env(settings.env, customers=1, scenario=scenario)
     text = rules_text(tree, env.feature_names, env.channel_names, env.offer_names, env.spend_levels)
     print(f"{args.agent}: trained in {train_s:.1f} s; {len(data.obs):,} customer-weeks collected "
-          f"(seed {args.collect_seed}), tree depth {args.max_depth} with {tree.tree.get_n_leaves()} leaves")
+          f"(seeds {args.collect_seed}..{args.collect_seed + args.dagger_rounds}), tree depth {args.max_depth} with {tree.tree.get_n_leaves()} leaves")
     print(f"fidelity: {tree.fidelity:.3f} on {len(held.obs):,} held-out customer-weeks (seed {args.holdout_seed});"
-          f" {tree.train_fidelity:.3f} on the training rows")
+          f" {tree.train_fidelity:.3f} on the training rows; {fidelity_tree_states:.3f} on the states the "
+          f"tree itself leads the held-out customers into ({args.dagger_rounds} DAgger rounds)")
+    print("held-out agreement by decision: " + ", ".join(f"{k} {v:.3f}" for k, v in agree.items()))
     print(f"value on {args.eval_populations} x {args.customers} customers (seeds from {args.eval_seed}), "
           "per customer, tree − policy [95 % paired CI]:")
     for k, v in vr.items():
@@ -114,7 +129,9 @@ def main() -> None:
                                   "rows": len(data.obs)},
                       "holdout": {"customers": args.holdout_customers, "seed": args.holdout_seed,
                                   "rows": len(held.obs)},
-                      "fidelity": tree.fidelity, "train_fidelity": tree.train_fidelity,
+                      "dagger_rounds": args.dagger_rounds, "fidelity": tree.fidelity,
+                      "fidelity_on_tree_states": fidelity_tree_states,
+                      "agreement": agree, "train_fidelity": tree.train_fidelity,
                       "eval": {"customers": args.customers, "seeds": list(es.seeds)}, "value": vr,
                       "rules": [{**r, "bounds": {f: [_finite(b) for b in bd] for f, bd in r["bounds"].items()}}
                                 for r in rules(tree)],

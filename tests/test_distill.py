@@ -11,9 +11,11 @@ from rapport.experiments.config import EnvConfig
 from rapport.experiments.distill import (
     Collected,
     DistilledPolicy,
+    agreement,
     collect,
     decode,
     distill,
+    distill_dagger,
     encode,
     fidelity,
     history_features,
@@ -90,6 +92,23 @@ def test_history_features_can_be_excluded():
     assert not any(f in text for f in hist)
     with pytest.raises(ValueError, match="exclude_features"):
         distill(data.obs, data.actions, data.feature_names, exclude_features=("no_such_feature",))
+
+
+class NoContact:
+    def act(self, obs, rng, *, action_mask=None):
+        return np.zeros((obs.shape[0], 3), np.int64), np.ones(obs.shape[0])
+
+
+def test_driver_moves_the_population_and_the_policy_labels():
+    data = collect(TreeRule(), ENV, customers=300, weeks=4, seed=8104, driver=NoContact())
+    cols = [F[f] for f in FEATURE_NAMES if f.startswith("contacts_4w_")]
+    assert (data.obs[:, cols] == 0).all()  # nobody was contacted: the driver acted
+    labels, _ = TreeRule().act(data.obs, None, action_mask=data.masks)
+    assert np.array_equal(data.actions, labels) and (labels > 0).any()  # the policy labelled
+    tree, rows = distill_dagger(TreeRule(), ENV, 300, 8105, rounds=1, weeks=3)
+    assert len(rows.obs) > 300 * 3 and tree.extra["dagger_rounds"] == 1
+    a = agreement(tree, data)
+    assert set(a) == {"contact", "channel", "offer", "spend", "joint"} and a["joint"] == fidelity(tree, data)
 
 
 def test_mask_is_respected():
