@@ -297,6 +297,11 @@ class EvaluationConfig:
     """Weeks counted as "short term" (default: this week's profit)."""
     use_action_mask: bool = True
     """Give policies the env's action mask (opted-out channels off)."""
+    distill_depth: int = 0
+    """After evaluation, distil the agent into a decision tree of this depth over the observable
+    features (``rapport.experiments.distill``: DAgger on populations of its own seeds) and log its
+    rules in words (tag ``rapport.rules``, ``evaluation/rules.txt``, the policy card), its fidelity
+    on the first evaluation population and its value paired with the agent's; 0 = off."""
     shards: int = 1
     """Split every population into this many shards of customers, each a Ray actor
     (:mod:`rapport.experiments.sharding`; Ray reached as ``ray.*`` says); 1 = in this process. Results are
@@ -319,6 +324,7 @@ class EvaluationConfig:
         if not (isinstance(r, int | float) and math.isfinite(r) and 0 <= r < 10):
             raise ValueError(f"evaluation.annual_discount_rate must be a number in [0, 10), got {r!r}")
         _positive_int("evaluation.short_term_weeks", self.short_term_weeks)
+        _nonneg_int("evaluation.distill_depth", self.distill_depth)
         if self.baseline is not None and self.baseline.family != "baseline":
             raise ValueError(f"evaluation.baseline must be a non-learning agent (family 'baseline'), "
                              f"got {self.baseline.name!r} of family {self.baseline.family!r}")

@@ -375,3 +375,31 @@ def value_retained(original_factory: Any, distilled: DistilledPolicy, es: EvalSe
                       "ci_low": float(d.ci_low), "ci_high": float(d.ci_high),
                       "retained": dist / orig if orig != 0 else float("nan")}
     return out
+
+
+# ------------------------------------------------------------------------------ rapport-train
+RULES_TAG = "rapport.rules"
+"""Run tag holding the distilled rules in words (the policy card reads tags and metrics)."""
+
+
+def distill_for_run(policy_factory: Any, settings: Any, scenario: Any, eval_seed: int, *,
+                    customers: int = 2000, rounds: int = 2) -> tuple[dict[str, float], str]:
+    """``evaluation.distill_depth`` of ``rapport-train``: a tree of that depth fitted by DAgger on
+    populations ``eval_seed + 1000 ..`` (never an evaluation population), its fidelity on the first
+    evaluation population, and its value there paired with the agent's (common random numbers).
+    Returns the ``distill/*`` metrics and the rules in words."""
+    n = min(int(customers), int(settings.env.customers))
+    tree, _ = distill_dagger(policy_factory, settings.env, n, eval_seed + 1000, rounds=rounds,
+                             scenario=scenario, max_depth=settings.evaluation.distill_depth)
+    held = collect(policy_factory, settings.env, n, seed=eval_seed, scenario=scenario)
+    metrics = {"distill/fidelity": fidelity(tree, held)}
+    es = EvalSettings(scenario, n, settings.env.horizon, (eval_seed,),
+                      annual_discount_rate=settings.evaluation.annual_discount_rate,
+                      blocks=min(settings.evaluation.blocks, n))
+    for short, v in value_retained(policy_factory, tree, es, n_boot=settings.evaluation.bootstrap).items():
+        metrics[f"distill/{short}_diff"] = v["diff"]
+        metrics[f"distill/{short}_diff/ci_low"] = v["ci_low"]
+        metrics[f"distill/{short}_diff/ci_high"] = v["ci_high"]
+    env = builders.make_env(settings.env, customers=1, scenario=scenario)
+    text = rules_text(tree, env.feature_names, env.channel_names, env.offer_names, env.spend_levels)
+    return metrics, text

@@ -147,11 +147,23 @@ def run(cfg: DictConfig | RunConfig, *, parent_run_id: str | None = None) -> dic
                             long_term_oracle=refs["long_term_oracle"], n_boot=settings.evaluation.bootstrap,
                             confidence=settings.evaluation.confidence, seed=seeds.policy)
         metrics = summary.metrics(label)
+        rules = None
+        if settings.evaluation.distill_depth > 0 and not builders.needs_latent_truth(agent):
+            from rapport.experiments.distill import RULES_TAG, distill_for_run
+
+            distilled, rules = distill_for_run(trained.policy_factory, settings, scenario, es.seeds[0])
+            metrics.update(distilled)
+            tracker.set_tags({RULES_TAG: rules[:5000]})  # the policy card reads tags
+            tracker.log_text(rules + "\n", "evaluation/rules.txt")
         tracker.log_metrics(metrics)
         _log_outputs(tracker, settings, trained, ev, summary, label, scenario)
         print(f"\n[rapport] {label}: {settings.env.customers:,} customers x {settings.env.horizon} weeks x "
               f"{len(es.seeds)} populations, scenario {scenario.name!r} v{scenario.version}")
         print(format_table(summary))
+        if rules is not None:
+            print(f"[rapport] {label} as rules (fidelity {metrics['distill/fidelity']:.2f} on the first evaluation "
+                  f"population; lifetime value of the rules − the agent's {metrics['distill/lifetime_value_diff']:+.2f} "
+                  f"[{metrics['distill/lifetime_value_diff/ci_low']:+.2f}, {metrics['distill/lifetime_value_diff/ci_high']:+.2f}]):\n{rules}")
         if tracker.run_id:
             print(f"[rapport] MLflow run {tracker.run_id} (experiment {settings.tracking.experiment!r})")
     return metrics

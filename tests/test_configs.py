@@ -162,6 +162,7 @@ def no_work(monkeypatch, tmp_path):
     ("train.timesteps=0", ValueError, "train.timesteps"),
     ("agent@evaluation.baseline=linucb", ValueError, "evaluation.baseline"),
     ("evaluation.shards=0", ValueError, "evaluation.shards"),
+    ("evaluation.distill_depth=-1", ValueError, "evaluation.distill_depth"),
     ("ray.num_cpus=0", ValueError, "ray.num_cpus"),
 ])
 def test_bad_values_fail_before_any_work_naming_the_key(override, error, needle, no_work):

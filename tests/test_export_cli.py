@@ -37,7 +37,8 @@ def trained_run(tmp_path_factory):
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         train(compose("train", overrides=["agent=linucb", "debug=fast", "tracking.experiment=cli",
-                                          "tracking.log_plots=false", "progress=false"]))
+                                          "tracking.log_plots=false", "progress=false",
+                                          "evaluation.distill_depth=2"]))
     mlflow.set_tracking_uri(uri)
     run_id = mlflow.search_runs(experiment_names=["cli"]).run_id.iloc[0]
     yield tmp, uri, run_id
@@ -82,6 +83,16 @@ def test_rapport_export_run_registers_a_champion_that_decides_like_the_run(train
     contacts = sum(r["contacts"] for r in stages.values())
     assert contacts == pytest.approx(run.data.metrics["kpi/contacts_per_customer"])
     assert "What it does, by lifecycle stage" in (tmp / "out" / "policy_card.md").read_text()
+    # evaluation.distill_depth=2: the tree in words as a tag and an artifact, on the card with its fidelity
+    rules = run.data.tags["rapport.rules"]
+    assert rules.startswith(("if ", "always")) and "no media spend" in rules
+    assert 0.0 <= run.data.metrics["distill/fidelity"] <= 1.0
+    lo, hi = (run.data.metrics[f"distill/lifetime_value_diff/{b}"] for b in ("ci_low", "ci_high"))
+    assert lo <= run.data.metrics["distill/lifetime_value_diff"] <= hi
+    assert card["evaluation"]["readable_rules"]["text"] == rules
+    md = (tmp / "out" / "policy_card.md").read_text()
+    assert "The policy as rules" in md and rules.splitlines()[0] in md
+    assert "rules.txt" in {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run_id, "evaluation")}
 
     source = load_logged_policy(f"runs:/{run_id}/policy")
     obs = random_observations(source.schema, 300, np.random.default_rng(8))

@@ -55,6 +55,10 @@ def feature_meaning(name: str) -> str:
     return "(no description)"
 
 
+def _kpi_values(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
 def _kpis(metrics: Mapping[str, float], prefix: str) -> list[dict[str, Any]]:
     rows = []
     for key in sorted(metrics):
@@ -128,6 +132,7 @@ def build_card(spec: ExportSpec, *, run: Mapping[str, Any] | None = None,
     metrics = dict(run.get("metrics", {}))
     tags = dict(run.get("tags", {}))
     segments = rows_from_tag(tags.pop(SEGMENTS_TAG, None))  # rapport-train's table, as a tag
+    rules = tags.pop("rapport.rules", None)  # evaluation.distill_depth > 0: the tree in words
     scenario = dict(scenario or {})
     n_ch, n_off, n_sp = spec.nvec
     return {
@@ -145,7 +150,9 @@ def build_card(spec: ExportSpec, *, run: Mapping[str, Any] | None = None,
                        "by_lifecycle_stage": (_segment_rows(segments, "stage") if segments
                                               else _segments(metrics)),
                        "by_value_decile": _segment_rows(segments, "value_decile"),
-                       "value_decile_definition": VALUE_DECILE_DEFINITION},
+                       "value_decile_definition": VALUE_DECILE_DEFINITION,
+                       "readable_rules": None if rules is None else {
+                           "text": rules, **{k: v for k, v in _kpi_values(metrics, "distill/").items()}}},
         "features": [{"index": i, "name": f, "meaning": feature_meaning(f)}
                      for i, f in enumerate(spec.feature_names)],
         "actions": {
@@ -264,6 +271,16 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "**What it does, by value decile** (" + str(ev.get("value_decile_definition", "")) + "; per "
         "customer of the population; customers: the segment's share of the cohort; contact rate: share "
         "of the segment's customer-weeks with a contact)")
+    readable = ev.get("readable_rules")
+    if readable:
+        lines += ["**The policy as rules** (a decision tree over the observable features distilled from "
+                  "it, `evaluation.distill_depth`; an approximation, not the exported policy: fidelity "
+                  f"{_fmt(readable.get('distill/fidelity'))} = share of the first evaluation population's "
+                  "customer-weeks where the rules choose the policy's action; lifetime value of the rules "
+                  f"− the policy's: {_fmt(readable.get('distill/lifetime_value_diff'))} "
+                  f"[{_fmt(readable.get('distill/lifetime_value_diff/ci_low'))}, "
+                  f"{_fmt(readable.get('distill/lifetime_value_diff/ci_high'))}])", "", "```",
+                  readable["text"], "```", ""]
     if not any(ev.get(k) for k in ("kpis", "paired_vs_baseline", "regret")):
         lines += ["No evaluation metrics were found on the source run.", ""]
     lines += ["## Inputs", "", "| # | feature | meaning |", "|---|---|---|"]
