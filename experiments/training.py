@@ -149,18 +149,11 @@ def _train_bandit(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tra
 
 def _with_value_discount(agent: Any, weekly_discount: float) -> Any:
     """The agent config with the evaluation's weekly discount as ``value_discount`` for a
-    ``lifetime_value_shaped`` bandit reward; an explicit different discount is an error (it
-    would train on something the evaluation does not measure)."""
-    params = dict(agent.params)
-    if params.get("reward") != "lifetime_value_shaped":
+    ``lifetime_value_shaped`` bandit reward (a contradicting one was refused when the config was
+    validated: :meth:`RunConfig._check_bandit_value_discount`)."""
+    if agent.params.get("reward") != "lifetime_value_shaped":
         return agent
-    own = params.get("value_discount")
-    if own is not None and (not isinstance(own, int | float) or abs(float(own) - weekly_discount) > 1e-9):
-        raise ValueError(f"agent.params.value_discount={own!r} contradicts reward='lifetime_value_shaped': "
-                         f"that reward trains with the evaluation's weekly discount {weekly_discount:.6f} "
-                         "(from evaluation.annual_discount_rate); remove value_discount from the agent's params")
-    params["value_discount"] = weekly_discount
-    return dataclasses.replace(agent, params=params)
+    return dataclasses.replace(agent, params={**agent.params, "value_discount": weekly_discount})
 
 
 def _train_rl(settings: RunConfig, seeds: Seeds, scenario: Any, tracker: Tracker, progress: bool,
