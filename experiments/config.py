@@ -16,6 +16,7 @@ Layout of a composed run config (``conf/train.yaml``)::
     evaluation:  EvaluationConfig   CRN evaluation, baseline and oracle, bootstrap
     tracking:    TrackingConfig     MLflow (or nothing)
     sweep:       SweepConfig        Optuna ask/tell sweeps (experiments/sweep.py)
+    guardrails:  list of rules      KPI bounds leaderboards and the export gate check
     policies:    list[str]          model URIs evaluated by rapport-evaluate
 """
 
@@ -29,6 +30,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from rapport.agents.objective import OBJECTIVES, discount_for
 from rapport.experiments.errors import UserError, user_input
+from rapport.experiments.guardrails import GuardrailConfig, rules_from_config
 from rapport.experiments.launchers.ray_cluster import RayConfig
 
 PRIVILEGED_CRITIC_TARGETS = ("rapport.agents.rl.make_ppo", "rapport.agents.rl.make_maskable_ppo")
@@ -407,12 +409,21 @@ class RunConfig:
     policies: list[str] = field(default_factory=list)
     """``rapport-evaluate``: policies to evaluate, as MLflow model URIs (``runs:/<id>/policy``,
     ``models:/<name>/<version>``, ``models:/<name>@<alias>``) or bare run ids."""
+    guardrails: list[Any] = field(default_factory=list)
+    """Bounds the agent must respect on KPIs (``rapport.experiments.guardrails``): each names a KPI
+    and a ``max``/``min`` or ``max_vs_baseline``/``min_vs_baseline``, judged on the worse end of
+    the CI. rapport-train logs ``guardrail/passed``, leaderboards show a "guardrails" column, and
+    the promotion gate of ``rapport-export`` refuses a run that fails one. Plain mappings here
+    (``{kpi: churned_share, max_vs_baseline: 0.01}``), checked field by field as
+    :class:`~rapport.experiments.guardrails.GuardrailConfig` (:attr:`guardrail_rules`) so that
+    every error names ``guardrails[i]``."""
     ray: RayConfig = field(default_factory=RayConfig)
     """How to reach Ray: sharded evaluation (``evaluation.shards`` > 1) and, when the app is
     launched with ``hydra/launcher=ray``, the launcher's cluster (``ray.address=auto``)."""
 
     def __post_init__(self) -> None:
         _nonneg_int("seed", self.seed)
+        self.guardrail_rules  # noqa: B018 - validates: errors name guardrails[i]
         if self.agent is not None and self.agent.family == "bandit":
             self._check_bandit_value_discount()
         if self.agent is not None and self.agent.family == "rl":
@@ -437,6 +448,11 @@ class RunConfig:
                              f"reward='lifetime_value_shaped', which trains with the evaluation's weekly "
                              f"discount {d:.6f} (from evaluation.annual_discount_rate); remove value_discount "
                              "(rapport-train sets it)")
+
+    @property
+    def guardrail_rules(self) -> list[GuardrailConfig]:
+        """:attr:`guardrails` as checked rules."""
+        return rules_from_config(self.guardrails, has_baseline=self.evaluation.baseline is not None)
 
     @property
     def timesteps(self) -> int:

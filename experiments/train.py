@@ -10,7 +10,8 @@
 agent params, baseline) → open the tracked run → log params, resolved config, seeds, scenario
 version and git commit → train (per-iteration metrics) → evaluate the agent, the baseline and
 the oracle on common random numbers → log KPIs with CIs, paired differences, regret, tables,
-plots and the policy model. Returns the agent's metrics (``dict[str, float]``).
+plots and the policy model; judge the run's ``guardrails`` on the agent (``guardrail/passed``,
+tag ``rapport.guardrails``). Returns the agent's metrics (``dict[str, float]``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rapport.experiments import builders
+from rapport.experiments import builders, guardrails
 from rapport.experiments.config import (
     CONFIG_PATH,
     RunConfig,
@@ -147,6 +148,11 @@ def run(cfg: DictConfig | RunConfig, *, parent_run_id: str | None = None) -> dic
                             long_term_oracle=refs["long_term_oracle"], n_boot=settings.evaluation.bootstrap,
                             confidence=settings.evaluation.confidence, seed=seeds.policy)
         metrics = summary.metrics(label)
+        checks = guardrails.judge(settings.guardrail_rules, metrics, horizon=settings.env.horizon,
+                                  is_baseline=baseline_name == label)
+        metrics.update(guardrails.metrics_of(checks))
+        if checks:
+            tracker.set_tags({guardrails.TAG: guardrails.verdict(checks)[:5000]})
         rules = None
         if settings.evaluation.distill_depth > 0 and not builders.needs_latent_truth(agent):
             from rapport.experiments.distill import RULES_TAG, distill_for_run
@@ -160,6 +166,8 @@ def run(cfg: DictConfig | RunConfig, *, parent_run_id: str | None = None) -> dic
         print(f"\n[rapport] {label}: {settings.env.customers:,} customers x {settings.env.horizon} weeks x "
               f"{len(es.seeds)} populations, scenario {scenario.name!r} v{scenario.version}")
         print(format_table(summary))
+        if checks:
+            print(f"[rapport] {label} guardrails: {guardrails.verdict(checks)}")
         if rules is not None:
             print(f"[rapport] {label} as rules (fidelity {metrics['distill/fidelity']:.2f} on the first evaluation "
                   f"population; lifetime value of the rules − the agent's {metrics['distill/lifetime_value_diff']:+.2f} "

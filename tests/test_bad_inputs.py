@@ -101,6 +101,15 @@ ROWS = [
     T("agent=ppo", "agent.privileged_critic=maybe", needles=["agent.privileged_critic", "maybe"]),
     T("agent=dqn", "agent.privileged_critic=true", needles=["agent.privileged_critic", "make_ppo", "make_dqn"]),
     T("agent=ppo", "+agent.params.observable_features=3", needles=["agent.params.observable_features"]),
+    # ------------------------------------------------------------- guardrails (experiments/guardrails.py)
+    T("guardrails=[{kpi:opt_outz,max:0.06}]", needles=["guardrails[0].kpi", "'opt_outz'", "valid:",
+                                                       "opt_outs_per_customer"]),
+    T("guardrails=[{kpi:opt_outs_per_customer,max:-0.06}]", needles=["guardrails[0].max=-0.06", "never pass"]),
+    T("guardrails=[{kpi:churned_share,max:6}]", needles=["guardrails[0].max=6", "share in [0, 1]"]),
+    T("guardrails=[{kpi:churned_share}]", needles=["guardrails[0]", "at least one of max, min"]),
+    T("guardrails=[{kpi:churned_share,maximum:0.1}]", needles=["guardrails[0]", "'maximum'", "valid: kpi"]),
+    T("guardrails=[{kpi:churned_share,max_vs_baseline:0.01}]", "evaluation.baseline=null",
+      needles=["guardrails[0]", "evaluation.baseline is null"]),
     # ------------------------------------------------------------------ rapport-evaluate
     Row("evaluate", [], ["policies is empty"]),
     Row("evaluate", ["policies=[$F/missing]"], ["policies entry", "no such folder", "runs:/"]),
