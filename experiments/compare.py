@@ -12,8 +12,20 @@ Usage::
     rapport-compare --experiment demo --all-runs      # every finished train run of "demo"
     rapport-compare --parent <run_id> --out results/  # the children of one multirun
 
-Writes ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.png`` to ``--out`` (default
-``outputs/leaderboard/<experiment>``) and prints the markdown table.
+Writes ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard.png`` and ``pareto.png`` to ``--out``
+(default ``outputs/leaderboard/<experiment>``) and prints the markdown tables.
+
+Every KPI column carries its bootstrap CI; churned share and opt-outs also get their paired
+difference against the baseline. Two columns judge trade-offs: ``pareto`` (the policy is
+Pareto-efficient over profit, lifetime value, contacts, churn and opt-outs, on point
+estimates: :mod:`rapport.experiments.pareto`) and ``guardrails`` (``pass``, or each failed bound
+with its estimate and CI; judged on the CI's worse end: :mod:`rapport.experiments.guardrails`).
+The guardrails are those the compared runs were configured with (``guardrails`` in their
+logged config; the union of distinct rules when runs differ, applied to every row so that all
+policies meet one yardstick), or, when given, only the ``--guardrail`` options::
+
+    rapport-compare --experiment demo --guardrail 'opt_outs_per_customer<=0.06' \
+        --guardrail 'churned_share-baseline<=0.01' --guardrail 'contacts_per_customer_per_month<=4'
 
 API: :func:`leaderboard` (from a :class:`rapport.experiments.evaluation.Summary`),
 :func:`runs_of_experiment`, :func:`collect_blocks`, :func:`leaderboard_from_runs`,
@@ -33,33 +45,48 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rapport.experiments import guardrails as gr
 from rapport.experiments.evaluation import KPI_KEY, Summary, summarize
+from rapport.experiments.pareto import OBJECTIVES, pareto_front
 from rapport.experiments.tracking_store import check_tracking_uri, resolve_tracking_uri
 
 BLOCKS_ARTIFACT = "evaluation/blocks.parquet"
 DEFAULT_METRIC = "kpi/profit_per_customer"
 LONG_METRIC = "kpi/lifetime_value_per_customer"
 SHORT_METRIC = "kpi/short_term_profit_per_customer"
-EXTRA_COLUMNS = ("kpi/contact_cost_per_customer", "kpi/discount_cost_per_customer",
+EXTRA_COLUMNS = ("kpi/contacts_per_customer", "kpi/contact_cost_per_customer", "kpi/discount_cost_per_customer",
                  "kpi/opt_outs_per_customer", "kpi/churned_share")
+DIFF_COLUMNS = ("kpi/opt_outs_per_customer", "kpi/churned_share")
+"""Trade-off KPIs that get a paired difference against the baseline besides the ranking metric
+and lifetime value."""
 
 
-def leaderboard(summary: Summary, *, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+def leaderboard(summary: Summary, *, metric: str = DEFAULT_METRIC,
+                guardrails: Sequence[gr.GuardrailConfig] = (), horizon: int | None = None) -> pd.DataFrame:
     """One row per policy, best ``metric`` first: means with CIs, paired differences against the
     baseline (with the CI an independent design would give, for contrast), regret against the
-    oracle, and whether short- and long-term verdicts against the baseline disagree."""
+    oracle, whether short- and long-term verdicts against the baseline disagree, whether the
+    policy is Pareto-efficient (``pareto``) and the verdict of ``guardrails`` (``horizon``: the
+    evaluation's weeks, needed by ``*_per_month`` rules)."""
     if metric not in set(KPI_KEY.values()):
         raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(sorted(KPI_KEY.values()))}")
+    if guardrails and horizon is None and any(r.kpi.endswith(gr.PER_MONTH) for r in guardrails):
+        raise ValueError("a *_per_month guardrail needs the evaluation horizon (weeks)")
+    if summary.baseline is None:
+        vs = [r.kpi for r in guardrails if r.max_vs_baseline is not None or r.min_vs_baseline is not None]
+        if vs:
+            raise ValueError(f"guardrails on {vs} bound the difference against a baseline, but the compared "
+                             "runs have none (pass --baseline)")
     k = summary.kpis.set_index(["policy", "key"])
     d = summary.diffs.set_index(["policy", "key"]) if len(summary.diffs) else None
     r = summary.regret.set_index(["policy", "key"]) if len(summary.regret) else None
     rows = []
     for p in dict.fromkeys(summary.kpis.policy):
         row: dict[str, Any] = {"policy": p, "role": summary.roles.get(p, "policy")}
-        for key in dict.fromkeys((metric, LONG_METRIC, SHORT_METRIC, *EXTRA_COLUMNS)):
+        for key in dict.fromkeys((metric, LONG_METRIC, SHORT_METRIC, DEFAULT_METRIC, *EXTRA_COLUMNS)):
             row[key] = k.loc[(p, key), "mean"]
             row[f"{key} ci_low"], row[f"{key} ci_high"] = k.loc[(p, key), "ci_low"], k.loc[(p, key), "ci_high"]
-        for key in dict.fromkeys((metric, LONG_METRIC)):
+        for key in dict.fromkeys((metric, LONG_METRIC, *DIFF_COLUMNS)):
             name = f"diff {key}"
             if d is not None and (p, key) in d.index:
                 x = d.loc[(p, key)]
@@ -79,13 +106,17 @@ def leaderboard(summary: Summary, *, metric: str = DEFAULT_METRIC) -> pd.DataFra
         svl = summary.short_vs_long
         hit = svl[(svl.policy == p) & (svl.versus == summary.baseline)] if summary.baseline else svl.iloc[:0]
         row["short_vs_long disagrees with baseline"] = bool(hit.disagree.iloc[0]) if len(hit) else False
+        row["guardrails"] = gr.verdict(gr.judge(guardrails, summary.metrics(p), horizon=horizon or 0,
+                                                is_baseline=p == summary.baseline))
         rows.append(row)
     board = pd.DataFrame(rows).sort_values(metric, ascending=False, kind="stable").reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))
+    board.insert(board.columns.get_loc("guardrails"), "pareto", pareto_front(board, OBJECTIVES))
     reference = summary.long_term_oracle if metric == LONG_METRIC and summary.long_term_oracle else summary.oracle
     board.attrs.update(metric=metric, baseline=summary.baseline, oracle=reference,
                        confidence=summary.confidence, seeds=summary.seeds, units=summary.units,
-                       kendall_tau=summary.kendall_tau)
+                       kendall_tau=summary.kendall_tau,
+                       guardrails=gr.rule_texts(guardrails))
     return board
 
 
@@ -96,26 +127,38 @@ def _ci(row: pd.Series, key: str, digits: int = 3) -> str:
     return f"{v:.{digits}f} [{row[f'{key} ci_low']:.{digits}f}, {row[f'{key} ci_high']:.{digits}f}]"
 
 
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def to_markdown(board: pd.DataFrame) -> str:
-    """The leaderboard as a markdown table, with a legend."""
+    """The leaderboard as two markdown tables (value; trade-offs and guardrails), with a legend.
+    Every KPI cell is ``mean [ci_low, ci_high]``."""
     metric = board.attrs.get("metric", DEFAULT_METRIC)
     base, oracle = board.attrs.get("baseline"), board.attrs.get("oracle")
     m, lt = metric.removeprefix("kpi/"), LONG_METRIC.removeprefix("kpi/")
     head = ["rank", "policy", m, f"Δ {m} vs {base or '—'} (paired)", "independent CI",
-            lt, f"Δ {lt} (paired)", f"regret {m} vs {oracle or '—'}", "short-term profit",
-            "contact $", "opt-outs", "churned", "short≠long"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            lt, f"Δ {lt} (paired)", f"regret {m} vs {oracle or '—'}", "short-term profit", "short≠long"]
+    lines = ["**Value**", "", _row(head), "|" + "---|" * len(head)]
     for _, row in board.iterrows():
         dkey = f"diff {metric}"
         indep = "—"
         if not np.isnan(row.get(dkey, np.nan)):
             indep = f"[{row[f'{dkey} independent ci_low']:.3f}, {row[f'{dkey} independent ci_high']:.3f}]"
-        cells = [str(row["rank"]), f"{row['policy']} ({row['role']})", _ci(row, metric), _ci(row, dkey), indep,
-                 _ci(row, LONG_METRIC), _ci(row, f"diff {LONG_METRIC}"), _ci(row, f"regret {metric}"),
-                 f"{row[SHORT_METRIC]:.3f}", f"{row['kpi/contact_cost_per_customer']:.3f}",
-                 f"{row['kpi/opt_outs_per_customer']:.3f}", f"{row['kpi/churned_share']:.3f}",
-                 "yes" if row["short_vs_long disagrees with baseline"] else ""]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_row([str(row["rank"]), f"{row['policy']} ({row['role']})", _ci(row, metric), _ci(row, dkey),
+                           indep, _ci(row, LONG_METRIC), _ci(row, f"diff {LONG_METRIC}"),
+                           _ci(row, f"regret {metric}"), _ci(row, SHORT_METRIC),
+                           "yes" if row["short_vs_long disagrees with baseline"] else ""]))
+    rules = board.attrs.get("guardrails") or []
+    head = ["rank", "policy", "contacts", "contact $", "discount $", "opt-outs", "Δ opt-outs (paired)",
+            "churned", "Δ churned (paired)", "pareto", "guardrails"]
+    lines += ["", "**Trade-offs and guardrails**", "", _row(head), "|" + "---|" * len(head)]
+    for _, row in board.iterrows():
+        lines.append(_row([str(row["rank"]), str(row["policy"]), _ci(row, "kpi/contacts_per_customer", 2),
+                           _ci(row, "kpi/contact_cost_per_customer"), _ci(row, "kpi/discount_cost_per_customer"),
+                           _ci(row, "kpi/opt_outs_per_customer"), _ci(row, "diff kpi/opt_outs_per_customer"),
+                           _ci(row, "kpi/churned_share"), _ci(row, "diff kpi/churned_share"),
+                           "yes" if row.get("pareto", False) else "", row.get("guardrails", "") or "—"]))
     conf = board.attrs.get("confidence", 0.95)
     seeds = board.attrs.get("seeds", ())
     tau = board.attrs.get("kendall_tau", float("nan"))
@@ -127,7 +170,11 @@ def to_markdown(board: pd.DataFrame) -> str:
                  "the long-term oracle when it was evaluated, otherwise against the myopic oracle (which "
                  "maximises this week's expected profit, so its long-term regret can be negative). "
                  f"short≠long: this week's and lifetime value's verdicts against the baseline disagree "
-                 f"(both CIs exclude 0). Kendall τ between short- and long-term rankings: {tau:.2f}.")
+                 f"(both CIs exclude 0). Kendall τ between short- and long-term rankings: {tau:.2f}. "
+                 "pareto: no other policy is at least as good on profit, lifetime value, contacts, churned "
+                 "share and opt-outs and better on one (point estimates). guardrails: "
+                 + (f"{'; '.join(rules)}, each passing only when the CI's worse end respects it "
+                    "(upper bound for ≤, lower for ≥)." if rules else "none configured (—)."))
     return "\n".join(lines)
 
 
@@ -217,33 +264,48 @@ def collect_blocks(tracking_uri: str, runs: Sequence[Any]) -> RunBlocks:
                      long_term)
 
 
+def guardrails_of_runs(runs: Sequence[Any]) -> tuple[list[gr.GuardrailConfig], int | None]:
+    """The distinct guardrails the runs were configured with, and their evaluation horizon."""
+    rules = gr.union(gr.rules_from_params(r.data.params, f"run {r.info.run_id}") for r in runs)
+    horizons = {r.data.params.get("env.horizon") for r in runs} - {None}
+    return rules, int(next(iter(horizons))) if len(horizons) == 1 else None
+
+
 def leaderboard_from_runs(tracking_uri: str, runs: Sequence[Any], *, metric: str = DEFAULT_METRIC,
                           baseline: str | None = None, n_boot: int = 1000, confidence: float = 0.95,
-                          seed: int = 0) -> tuple[pd.DataFrame, Summary]:
+                          seed: int = 0, guardrails: Sequence[gr.GuardrailConfig] | None = None
+                          ) -> tuple[pd.DataFrame, Summary]:
+    """The paired leaderboard of ``runs``; ``guardrails``: these rules instead of the runs' own."""
     rb = collect_blocks(tracking_uri, runs)
     base = baseline or rb.baseline
     if base is not None and base not in set(rb.blocks.policy):
         raise ValueError(f"baseline {base!r} not among the compared policies {sorted(set(rb.blocks.policy))}")
     summary = summarize(rb.blocks, baseline=base, oracle=rb.oracle, long_term_oracle=rb.long_term_oracle,
                         n_boot=n_boot, confidence=confidence, seed=seed)
-    board = leaderboard(summary, metric=metric)
+    own, horizon = guardrails_of_runs(runs)
+    board = leaderboard(summary, metric=metric, guardrails=own if guardrails is None else guardrails,
+                        horizon=horizon)
     runs_per_label = rb.blocks.groupby("policy")["run_id"].nunique()
     board.insert(3, "runs", board.policy.map(runs_per_label).fillna(0).astype(int))
     return board, summary
 
 
 def write_leaderboard(board: pd.DataFrame, out_dir: str | Path, *, title: str = "") -> dict[str, Path]:
-    """leaderboard.md, leaderboard.csv and leaderboard.png in ``out_dir``."""
-    from rapport.experiments import plots
+    """leaderboard.md, leaderboard.csv, leaderboard.png and pareto.png in ``out_dir``."""
+    from rapport.experiments import pareto, plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "png": out / "leaderboard.png"}
+    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "png": out / "leaderboard.png",
+             "pareto": out / "pareto.png"}
     paths["md"].write_text((f"# {title}\n\n" if title else "") + to_markdown(board) + "\n")
     board.to_csv(paths["csv"], index=False)
     metric = board.attrs.get("metric", DEFAULT_METRIC)
     fig = plots.leaderboard_plot(board, metric, diff_column=f"diff {metric}", title=title)
     fig.savefig(paths["png"], dpi=110)
+    plots.close(fig)
+    fig = pareto.pareto_plot(board, title=f"{title}: Pareto front" if title else "")
+    fig.savefig(paths["pareto"], dpi=110)
     plots.close(fig)
     return paths
 
@@ -286,20 +348,25 @@ def run(argv: Sequence[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--out", default=None, help="output folder (default outputs/leaderboard/<experiment>)")
+    ap.add_argument("--guardrail", action="append", default=None, metavar="RULE",
+                    help="judge every policy on this rule instead of the runs' configured guardrails: "
+                         "KPI<=V, KPI>=V, KPI-baseline<=V or KPI-baseline>=V (repeatable), e.g. "
+                         "opt_outs_per_customer<=0.06, churned_share-baseline<=0.01")
     args = ap.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri)
     try:
+        rules = None if args.guardrail is None else [gr.parse_rule(t) for t in args.guardrail]
         check_tracking_uri(uri)
         runs = runs_of_experiment(uri, args.experiment, parent_run_id=args.parent, all_runs=args.all_runs)
         board, _ = leaderboard_from_runs(uri, runs, metric=args.metric, baseline=args.baseline,
-                                         n_boot=args.bootstrap, confidence=args.confidence)
+                                         n_boot=args.bootstrap, confidence=args.confidence, guardrails=rules)
     except ValueError as err:
         print(f"rapport-compare: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     out = Path(args.out or Path("outputs") / "leaderboard" / args.experiment)
     paths = write_leaderboard(board, out, title=f"Leaderboard: {args.experiment}")
     print(to_markdown(board))
-    print(f"\nwritten: {paths['md']}, {paths['csv']}, {paths['png']}")
+    print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
     return board
 
 

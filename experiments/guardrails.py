@@ -199,6 +199,11 @@ def judge(rules: Iterable[GuardrailConfig], metrics: Mapping[str, float], *, hor
     return checks
 
 
+def rule_texts(rules: Iterable[GuardrailConfig]) -> list[str]:
+    """Every bound of ``rules`` in words (as :attr:`Check.rule` names it)."""
+    return [c.rule for c in judge(rules, {}, horizon=1)]
+
+
 def verdict(checks: Sequence[Check]) -> str:
     """``pass`` / ``fail: <each failed bound with its estimate and CI>`` / ``""`` without rules."""
     if not checks:

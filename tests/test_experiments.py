@@ -174,7 +174,8 @@ def test_multirun_nests_jobs_under_a_parent_with_the_leaderboard(multirun, store
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.data.tags["rapport.label"] for c in children} == {"mass", "do_nothing"}
     files = {f.path for f in client(store).list_artifacts(parent.info.run_id, "leaderboard")}
-    assert files == {"leaderboard/leaderboard.md", "leaderboard/leaderboard.csv", "leaderboard/leaderboard.png"}
+    assert files == {"leaderboard/leaderboard.md", "leaderboard/leaderboard.csv", "leaderboard/leaderboard.png",
+                     "leaderboard/pareto.png"}
     assert parent.data.tags["rapport.best_policy"] in ("mass", "do_nothing", "oracle")
 
 
@@ -187,11 +188,17 @@ def test_a_failing_multirun_ends_its_parent_failed(store, tmp_path):
 
 
 def test_compare_prints_and_writes_a_paired_leaderboard(multirun, store, tmp_path, capsys):
-    board = compare.run(["--experiment", "multirun", "--tracking-uri", store, "--out", str(tmp_path)])
+    board = compare.run(["--experiment", "multirun", "--tracking-uri", store, "--out", str(tmp_path),
+                         "--guardrail", "opt_outs_per_customer<=0.5", "--guardrail", "churned_share-baseline<=0.5"])
     printed = capsys.readouterr().out
     assert "| rank | policy" in printed and "do_nothing (baseline)" in printed
-    assert {p.name for p in tmp_path.iterdir()} == {"leaderboard.md", "leaderboard.csv", "leaderboard.png"}
+    assert "**Trade-offs and guardrails**" in printed and "opt_outs_per_customer <= 0.5" in printed
+    assert {p.name for p in tmp_path.iterdir()} == {"leaderboard.md", "leaderboard.csv", "leaderboard.png",
+                                                    "pareto.png"}
     csv = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert csv.set_index("policy").loc["do_nothing", "guardrails"] == "pass"  # no opt-outs, its own Δ is 0
+    assert set(csv.guardrails) <= {"pass"} | {g for g in csv.guardrails if str(g).startswith("fail: ")}
+    assert csv.pareto.dtype == bool and csv.pareto.any()
     # each job also evaluated the myopic oracle (evaluation.oracle=true): it joins as the reference
     assert list(csv.policy) == list(board.policy) and set(csv.policy) == {"mass", "do_nothing", "oracle"}
     assert set(csv[csv.policy == "oracle"].role) == {"oracle"}
@@ -243,6 +250,9 @@ def test_optuna_sweep_nests_trials_and_logs_the_best(store):
     assert parent.data.metrics["sweep/best_value"] == pytest.approx(study.best_value)
     children = runs_of(store, "sweep_mass", f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 3
+    # the trials' leaderboard, with the Pareto front of the trials
+    board = {a.path for a in client(store).list_artifacts(parent.info.run_id, "leaderboard")}
+    assert "leaderboard/pareto.png" in board
     space = search_space({"a": "range(1, 9)", "b": "tag(log, interval(0.01, 1))", "c": "choice(x, y)"})
     assert (space["a"].low, space["a"].high) == (1, 8) and space["b"].log and space["c"].choices == ("x", "y")
     with pytest.raises(ValueError, match="sweep.params.a"):
