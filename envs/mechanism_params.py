@@ -126,7 +126,7 @@ class ChannelModel:
 def default_channels() -> tuple[ChannelModel, ...]:
     """Retail defaults. Costs from §2.6; response sizes chosen so that, with the newcomer boost of
     :class:`MediaModel`, a randomized e-mail to customers who bought in the last year roughly
-    doubles their two-week conversion (Hillstrom men's e-mail: ×2.2; tests/test_replication.py);
+    doubles their two-week conversion (Hillstrom men's e-mail: ×2.2; tests/test_calibration_targets.py, a calibration target);
     direct mail responds more, at a far higher cost."""
     return (
         ChannelModel("email", 0.001, 0.60, 0.7, 0.60, 2.0, 0.30, 0.002, 0.45),
@@ -157,7 +157,7 @@ class OfferModel:
     """ψ: post-promotion dip; log rate −ψ·pantry, where pantry counts discounted orders. With the
     reference-price loss, deal conditioning and BG/NBD drop-out after the extra purchases, 0.2
     puts the dip of the 4 weeks after a 20 % discount at ~15–20 % of the bump (van Heerde,
-    Leeflang & Wittink 2000: 4–25 %; tests/test_replication.py)."""
+    Leeflang & Wittink 2000: 4–25 %; tests/test_calibration_targets.py, a calibration target)."""
     pantry_decay: float = 0.5
     """Weekly decay of the pantry stock (stockpiled goods are used up)."""
     conditioning_gain: float = 0.03
