@@ -201,7 +201,9 @@ PRESETS: dict[str, Any] = {
 
 
 def get_scenario(name_or_path: str | Path | Scenario, **overrides: Any) -> Scenario:
-    """Resolve a preset name, a JSON file path, or a Scenario, then apply top-level overrides.
+    """Resolve a preset name, a JSON file path, or a Scenario, then apply top-level overrides: a
+    value replaces the field, a mapping for a submodel (``mass_media={"budget_schedule": [0.0]}``)
+    changes only the fields it names and keeps the preset's others.
 
     Raises
     ------
@@ -220,7 +222,10 @@ def get_scenario(name_or_path: str | Path | Scenario, **overrides: Any) -> Scena
                 f"{', '.join(sorted(PRESETS))}) and not an existing .json scenario file")
         scenario = load_scenario(path)
     if overrides:
-        scenario = Scenario.from_dict({**scenario.to_dict(), **overrides})
+        base = scenario.to_dict()
+        merged = {k: {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                  for k, v in overrides.items()}  # a submodel override changes only the fields it names
+        scenario = Scenario.from_dict({**base, **merged})
     return scenario
 
 

@@ -54,3 +54,15 @@ def test_bad_seed_is_rejected():
     env = envs.PopulationEnv(num_envs=3)
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         env.reset(seed=-4)
+
+
+def test_a_submodel_override_keeps_the_presets_other_fields():
+    """env.overrides.mass_media.budget_schedule on the fame preset must not switch its mass media
+    off (a shallow merge used to reset the whole submodel to the retail defaults)."""
+    get_scenario = envs.get_scenario
+    fame = get_scenario("fame")
+    s = get_scenario("fame", mass_media={"budget_schedule": [0.0]})
+    assert s.mass_media.budget_schedule == (0.0,)
+    assert s.mass_media.enabled and s.mass_media.awareness_effect == fame.mass_media.awareness_effect
+    assert s.prospects == fame.prospects
+    assert get_scenario("fame", mass_media={}) == fame
