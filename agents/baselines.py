@@ -336,21 +336,37 @@ class _SingleLever(GuardedPolicy):
 
 class TargetingOnly(_SingleLever):
     """Targeting lever alone: in contact weeks, the mass message goes only to the top
-    ``top_fraction`` of the batch by ``p_alive × avg_spend`` (expected value of the next order)
-    among customers reachable on ``channel``; ties by row order. The batch is the population
-    being decided for (its top fraction is relative to it)."""
+    ``top_fraction`` of the batch by a score, among customers reachable on ``channel``; ties by
+    row order. The batch is the population being decided for (its top fraction is relative to it).
+
+    ``rank_by``: ``value`` (default) scores ``p_alive × avg_spend``, the expected value of the next
+    order; ``risk`` scores ``1 − p_alive`` among customers who have bought and are not known to be lost
+    (``p_alive`` > 0): a proactive retention campaign aimed at those most likely to lapse, as
+    firms target churn-risk models."""
+
+    RANKINGS = ("value", "risk")
 
     def __init__(self, schema: DecisionSchema, *, top_fraction: float = 0.2, channel: str | int = "email",
-                 offer: str | int = 0, every_k_weeks: int = 4, phase: int = 0, horizon: int = 52) -> None:
+                 offer: str | int = 0, every_k_weeks: int = 4, phase: int = 0, horizon: int = 52,
+                 rank_by: str = "value") -> None:
         super().__init__(schema, channel=channel, offer=offer, every_k_weeks=every_k_weeks, phase=phase,
                          horizon=horizon)
         if not 0.0 <= top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in [0, 1], got {top_fraction}")
-        self.top_fraction = top_fraction
+        if rank_by not in self.RANKINGS:
+            raise ValueError(f"rank_by must be one of {self.RANKINGS}, got {rank_by!r}")
+        self.top_fraction, self.rank_by = top_fraction, rank_by
         self._cols = (schema.feature_index("p_alive"), schema.feature_index("avg_spend"))
 
+    def _score(self, batch):
+        p_alive = batch.obs[:, self._cols[0]].astype(np.float64)
+        if self.rank_by == "risk":
+            known = (batch.obs[:, self._cols[1]] > 0) & (p_alive > 0)  # bought, and not known to be lost
+            return np.where(known, 1.0 - p_alive, -1.0)
+        return p_alive * batch.obs[:, self._cols[1]]
+
     def _selected(self, batch):
-        score = batch.obs[:, self._cols[0]].astype(np.float64) * batch.obs[:, self._cols[1]]
+        score = self._score(batch)
         reachable = channel_reach(batch, self.schema)[:, self.channel]
         score = np.where(reachable, score, -np.inf)
         n_top = min(int(math.ceil(self.top_fraction * batch.n)), int(reachable.sum()))

@@ -111,6 +111,7 @@ BASELINE_ENCODERS: dict[str, tuple[type, Callable[[Any], dict[str, Any]], Callab
                                  "birthday_offer": int(p.birthday_offer), "channels": _ids(p.channels),
                                  "horizon": int(p.horizon)}, dict),
     "targeting_only": (B.TargetingOnly, lambda p: {"top_fraction": float(p.top_fraction), "channel": int(p.channel),
+                                                   "rank_by": str(p.rank_by),
                                                    "offer": int(p.offer), **_cadence(p)}, dict),
     "discount_only": (B.DiscountOnly, lambda p: {"offer": int(p.offer), "channel": int(p.channel), **_cadence(p)},
                       dict),
