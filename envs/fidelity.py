@@ -4,8 +4,10 @@ The checks come in two periods, kept apart in the report:
 
 * **in-sample** (Tier B): the calibration period, the data the models were fitted on — a
   passing check says the fit reproduces what it was fitted to;
-* **holdout** (Tier C): the period after the calibration end, out of sample — a passing check
-  says the simulator forecasts customers it never saw.
+* **holdout** (Tier C): the period after the calibration end, out of sample. Its tolerances
+  (customer-model.md §6) were widened to include the known BG/NBD under-forecast of CDNOW's
+  holdout, so on CDNOW a pass is a regression guard, not a validation; the validation with
+  tolerances from the model's own sampling spread is :mod:`rapport.envs.holdout_validation`.
 
 The tracking plot draws the real cumulative repeat transactions per week against the mean of
 the K simulated replicate cohorts with a 5-95 % band over the replicates (each replicate is a
