@@ -156,7 +156,7 @@ def run(cfg: DictConfig | RunConfig) -> dict[str, dict[str, float]]:
         result = {label: summary.metrics(label) for label in policies}
         for label, metrics in result.items():
             tracker.log_metrics({f"{_metric_safe(label)}/{k}": v for k, v in metrics.items()})
-        board = leaderboard(summary)
+        board = leaderboard(summary, guardrails=settings.guardrail_rules, horizon=settings.env.horizon)
         if tracker.run_id is not None:
             from rapport.experiments import plots
 

@@ -167,3 +167,56 @@ def test_promotion_gate_decides_the_alias_and_is_recorded(trained_run):
     tag = json.loads(mlflow.MlflowClient().get_run(run_id).data.tags["export.promotion"])
     assert tag["reason"] == promotion["reason"]
     assert "Promotion gate" in (tmp / "gated" / "policy_card.md").read_text()
+
+
+def test_gate_defaults_to_on_exactly_when_a_gate_log_is_given(tmp_path):
+    from rapport.experiments.errors import UserError
+    from rapport.experiments.export.cli import to_config
+
+    log = tmp_path / "log.parquet"
+    log.write_bytes(b"")
+    assert to_config({"run_id": "r"}).gate is False
+    assert to_config({"run_id": "r", "gate_log": str(log), "register": "x"}).gate is True
+    assert to_config({"run_id": "r", "gate_log": str(log), "register": "x", "gate": False}).gate is False
+    with pytest.raises(UserError, match="gate_log=... turns the promotion gate on.*register=NAME"):
+        to_config({"run_id": "r", "gate_log": str(log)})
+    with pytest.raises(UserError, match="gate=true needs gate_log"):
+        to_config({"run_id": "r", "register": "x", "gate": True})
+
+
+def test_gate_refuses_a_run_that_fails_its_own_guardrails(trained_run):
+    tmp, uri, _ = trained_run
+    from rapport.experiments.export.cli import run as export
+    from rapport.experiments.policy_store import load_logged_policy
+    from rapport.experiments.train import run as train
+
+    # some customers drop out within 8 weeks whatever the policy: "no churn" fails; "opt-outs <= 5
+    # per customer" (there are 5 channels) passes
+    rules = "guardrails=[{kpi:churned_share,max:0},{kpi:opt_outs_per_customer,max:5}]"
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        metrics = train(compose("train", overrides=["agent=linucb", "debug=fast", "tracking.experiment=cli-guard",
+                                                    "tracking.log_plots=false", "progress=false",
+                                                    "evaluation.oracle=false", rules]))
+    assert metrics["guardrail/passed"] == 0.0 and metrics["guardrail/failed"] == 1.0
+    run_id = mlflow.search_runs(experiment_names=["cli-guard"]).run_id.iloc[0]
+    assert mlflow.MlflowClient().get_run(run_id).data.tags["rapport.guardrails"].startswith(
+        "fail: churned_share <= 0")
+    schema = load_logged_policy(f"runs:/{run_id}/policy").schema
+    log = _incumbent_log(tmp / "incumbent-guard.parquet", schema)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        gated = compose("export", overrides=[f"run_id={run_id}", f"out_dir={tmp}/guard", "formats=[onnx,mlflow]",
+                                             "register=guarded-policy", f"gate_log={log}"])  # gate: default
+        ungated = compose("export", overrides=[f"run_id={run_id}", f"out_dir={tmp}/unguarded",
+                                               "formats=[onnx,mlflow]", "register=unguarded-policy",
+                                               f"gate_log={log}", "gate=false"])
+    result = export(gated)
+    promotion = json.loads((tmp / "guard" / "policy_card.json").read_text())["promotion"]
+    assert promotion["promote"] is False and result.registered["alias"] is None
+    assert promotion["guardrails"]["passed"] is False
+    assert [c["passed"] for c in promotion["guardrails"]["checks"]] == [False, True]
+    assert promotion["reason"].startswith("keep the incumbent: the candidate run fails its guardrails")
+    assert "churned_share <= 0" in promotion["reason"] and "off_policy_promote" in promotion
+    # gate=false: no gate even with a gate_log, so the alias is set as without one
+    result = export(ungated)
+    assert json.loads((tmp / "unguarded" / "policy_card.json").read_text())["promotion"] is None
+    assert result.registered["alias"] == "champion"

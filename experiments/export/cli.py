@@ -2,7 +2,7 @@
 
     rapport-export run_id=<run_id> formats=[onnx,torchscript,mlflow] register=retention-policy
     rapport-export run_id=<run_id> mode=explore register=retention-policy alias=challenger
-    rapport-export run_id=<run_id> register=retention-policy gate=true gate_log=logs/today.parquet
+    rapport-export run_id=<run_id> register=retention-policy gate_log=logs/today.parquet
 
 ``run(cfg)`` is the importable entry point; ``main`` the thin ``@hydra.main`` wrapper around it.
 Config: ``conf/export.yaml`` (every key documented there and in :class:`ExportConfig`).
@@ -11,10 +11,20 @@ Files go to ``out_dir`` (default ``outputs/exports/<run_id>/<mode>``, git-ignore
 ``register=NAME`` registers the model and points ``alias`` at the new version. Prints a JSON
 summary.
 
-Promotion gate (``gate=true``): the candidate is registered as ``champion`` only if its
-high-confidence lower bound (``rapport.agents.ope``), computed from the incumbent's logged feedback
-(``gate_log``, a logged-feedback Parquet file), beats the incumbent's value; the decision and
-the numbers go into the policy card and onto the run.
+Promotion gate: **on whenever ``gate_log`` is given** (``gate`` unset), off without it;
+``gate=false`` turns it off explicitly even with a ``gate_log``, and ``gate=true`` without a
+``gate_log`` is an error. The candidate is registered with ``alias`` only if both hold:
+
+1. its high-confidence lower bound (``rapport.agents.ope``), computed from the incumbent's logged
+   feedback (``gate_log``, a logged-feedback Parquet file), beats the incumbent's value by
+   ``gate_margin``;
+2. the training run respects its own guardrails (the ``guardrails`` of its config, logged as the
+   param ``guardrails``; :mod:`rapport.experiments.guardrails`), re-judged here from the KPIs the
+   run logged to MLflow (``kpi/...``, ``baseline_diff/...`` with their CIs), each on the worse end
+   of its CI. A run without guardrails passes this part.
+
+Otherwise the version is registered without the alias. The decision, the numbers and every
+guardrail check go into the policy card and onto the run (tag ``export.promotion``).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rapport.experiments.config import CONFIG_PATH
 from rapport.experiments.errors import (
+    UserError,
     check_writable,
     marks_failed_output,
     run_hydra_app,
@@ -66,8 +77,9 @@ class ExportConfig:
     """Name of the pyfunc model logged to the training run."""
     tracking_uri: str | None = None
     """MLflow tracking URI (default: ``tracking.uri``, ``$MLFLOW_TRACKING_URI``, ./mlflow.db)."""
-    gate: bool = False
-    """Apply the off-policy promotion gate before aliasing the new version."""
+    gate: bool | None = None
+    """Apply the promotion gate (off-policy bound + the run's guardrails) before aliasing the new
+    version; ``None``: on exactly when ``gate_log`` is given."""
     gate_log: str | None = None
     """Logged-feedback Parquet of the incumbent (required with ``gate``)."""
     gate_delta: float = 0.05
@@ -91,9 +103,12 @@ class ExportConfig:
             raise ValueError(f"opset must be in 7..23 (onnxruntime-supported), got {self.opset}")
         if self.out_dir is not None:
             check_writable("out_dir", self.out_dir, folder=True)
+        implicit = self.gate is None
+        self.gate = bool(self.gate_log) if implicit else bool(self.gate)
         if self.gate:
             if self.register is None:
-                raise ValueError("gate=true decides the registry alias: set register=NAME")
+                raise ValueError(("gate_log=... turns the promotion gate on" if implicit else "gate=true")
+                                 + ", which decides the registry alias: set register=NAME (or gate=false)")
             if not self.gate_log:
                 raise ValueError("gate=true needs gate_log=<incumbent's logged-feedback Parquet>")
             if not Path(self.gate_log).is_file():
@@ -126,8 +141,39 @@ def to_config(cfg: DictConfig | dict[str, Any] | ExportConfig) -> ExportConfig:
         return OmegaConf.to_object(typed)  # type: ignore[return-value]
 
 
+def _agent_is_baseline(params: dict[str, str]) -> bool:
+    """The run's agent was its own evaluation baseline (no paired difference was measured)."""
+    if params.get("agent.target") != params.get("evaluation.baseline.target"):
+        return False
+    own = {k.removeprefix("agent.params."): v for k, v in params.items() if k.startswith("agent.params.")}
+    base = {k.removeprefix("evaluation.baseline.params."): v for k, v in params.items()
+            if k.startswith("evaluation.baseline.params.")}
+    return own == base
+
+
+def guardrail_checks(run: dict[str, Any]) -> dict[str, Any]:
+    """The training run's guardrails judged on the KPIs it logged: ``{"passed", "checks"}``."""
+    from rapport.experiments import guardrails as gr
+
+    params = run.get("params", {})
+    with user_input(f"run {run.get('run_id')}: "):
+        rules = gr.rules_from_params(params)
+    if not rules:
+        return {"passed": True, "checks": []}
+    horizon = int(params.get("env.horizon", 0)) or None
+    if horizon is None and any(r.kpi.endswith(gr.PER_MONTH) for r in rules):
+        raise UserError(f"run {run.get('run_id')}: a *_per_month guardrail needs the logged param env.horizon")
+    checks = gr.judge(rules, run.get("metrics", {}), horizon=horizon or 1,
+                      is_baseline=_agent_is_baseline(params))
+    return {"passed": all(c.passed for c in checks),
+            "checks": [{"rule": c.rule, "passed": c.passed, "value": c.value, "ci_low": c.ci_low,
+                        "ci_high": c.ci_high} for c in checks],
+            "verdict": gr.verdict(checks)}
+
+
 def _promotion_gate(cfg: ExportConfig):
-    """The gate callable for :func:`export_run`: candidate vs the incumbent's logs."""
+    """The gate callable for :func:`export_run`: candidate vs the incumbent's logs, and the
+    candidate run's own guardrails."""
     import numpy as np
 
     from rapport.agents.ope import (
@@ -138,6 +184,7 @@ def _promotion_gate(cfg: ExportConfig):
     )
 
     def gate(loaded: Any, run: dict[str, Any]) -> dict[str, Any]:
+        guard = guardrail_checks(run)
         logs = LoggedFeedback.read_parquet(cfg.gate_log)
         logs.check_schema(loaded.schema)
         r_min = (cfg.gate_reward_lower_bound if cfg.gate_reward_lower_bound is not None
@@ -153,7 +200,14 @@ def _promotion_gate(cfg: ExportConfig):
         incumbent = evaluator.on_policy_value()[name.split("/")[0]]
         decision = promotion_decision(bound, incumbent, margin=cfg.gate_margin,
                                       delta=cfg.gate_delta, bound_name=name, alias=cfg.alias)
-        return decision.as_card()
+        card = decision.as_card()
+        card["off_policy_promote"] = card["promote"]
+        card["guardrails"] = guard
+        if not guard["passed"]:
+            card.update(promote=False, alias=None,
+                        reason=f"keep the incumbent: the candidate run fails its guardrails "
+                               f"({guard['verdict'].removeprefix('fail: ')}); off-policy: {card['reason']}")
+        return card
 
     return gate
 
