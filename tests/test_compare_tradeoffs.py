@@ -113,3 +113,12 @@ def test_write_leaderboard_adds_the_pareto_plot(summary, tmp_path):
     assert paths["pareto"].stat().st_size > 10_000
     csv = pd.read_csv(paths["csv"])
     assert {"pareto", "guardrails", "kpi/contacts_per_customer ci_low", "diff kpi/opt_outs_per_customer"} <= set(csv)
+
+
+def test_a_bad_guardrail_option_exits_2_naming_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        compare.run(["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--guardrail", "opt_outs<=0.06"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "rapport-compare: --guardrail 'opt_outs<=0.06'.kpi: unknown KPI 'opt_outs'" in err
+    assert not (tmp_path / "mlflow.db").exists()

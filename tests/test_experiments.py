@@ -48,7 +48,9 @@ def runs_of(uri, experiment, extra=""):
 @pytest.fixture(scope="module")
 def bandit_run(store):
     metrics = train.run(compose_cfg(["agent=linucb", "debug=fast", f"tracking.uri={store}",
-                                     "tracking.experiment=e2e", "seed=3"]))
+                                     "tracking.experiment=e2e", "seed=3",
+                                     "guardrails=[{kpi:opt_outs_per_customer,max:5},"
+                                     "{kpi:churned_share,max_vs_baseline:0.9}]"]))
     (run,) = runs_of(store, "e2e", "tags.`rapport.agent` = 'linucb'")
     return run, metrics
 
@@ -72,6 +74,9 @@ def test_bandit_run_logs_config_seeds_metrics_plots_and_model(bandit_run, store)
     for key in ("kpi/lifetime_value_per_customer/ci_low", "baseline_diff/profit_per_customer",
                 "regret/profit_per_customer", "short_vs_long/kendall_tau"):
         assert key in d.metrics
+    # at most one opt-out per channel, churn at most 90 points above doing nothing: both must pass
+    assert d.metrics["guardrail/passed"] == 1.0 and d.metrics["guardrail/failed"] == 0.0
+    assert d.tags["rapport.guardrails"] == "pass"
     curve = client(store).get_metric_history(run.info.run_id, "train/profit_per_customer")
     assert sorted(m.step for m in curve) == [200 * w for w in range(1, 9)]  # 200 customers x 8 weeks
     arts = {f.path for f in client(store).list_artifacts(run.info.run_id)}
