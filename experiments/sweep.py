@@ -22,7 +22,9 @@ Search-space syntax (Hydra's override grammar)::
 
 MLflow: one parent run per sweep (``rapport.command=sweep``) with every trial nested under it;
 the parent gets ``sweep/best_value``, the best parameters as tags, ``sweep/trials.csv``, the
-optimisation history plot and the trials' leaderboard. Every config key and value is validated
+optimisation history plot and the trials' leaderboard (with ``pareto.png``: which trials are
+Pareto-efficient over profit, lifetime value, contacts, churn and opt-outs, and the runs'
+guardrails judged on every trial). Every config key and value is validated
 before the first trial runs.
 """
 
