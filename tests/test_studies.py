@@ -6,6 +6,7 @@ from __future__ import annotations
 import mlflow
 import pytest
 
+from rapport.experiments.errors import UserError
 from rapport.experiments.studies import (
     CONTRADICTED,
     INCONCLUSIVE,
@@ -22,7 +23,7 @@ from rapport.experiments.studies import (
 from rapport.experiments.studies.report import to_markdown, write_report
 from rapport.experiments.studies.verdict import VERDICTS
 
-SHIPPED = {"appropriate", "fame_vs_personal", "holistic_vs_single_lever", "retention_backfire",
+SHIPPED = {"appropriate", "fame_vs_personal", "holistic_vs_single_lever", "people_change", "retention_backfire",
            "seven_must_haves", "targeting_ceiling"}
 
 
@@ -135,6 +136,7 @@ def test_report_files(tmp_path):
     ({"version": 0}, "version must be an integer"),
     ({"colour": "red"}, "unknown key"),
     ({"arms": {"a": ["agent=mass"], "b": ["mass"]}}, "is not key=value"),
+    ({"arms": {"a": ["agent=mass"], "b": {"train": ["env.customers=1"]}}}, "'overrides' \\(required\\)"),
 ])
 def test_bad_study_specs_name_the_key(changes, message):
     with pytest.raises(StudyError, match=message):
@@ -145,6 +147,20 @@ def test_an_arm_with_a_bad_override_is_named():
     spec = parse_study(_spec(arms={"a": ["agent=mass"], "b": ["agent=mass", "agent.params.every_k_weeks=-1"]}))
     with pytest.raises(Exception, match="arm 'b'"):
         run_study(spec, quick=True, log=lambda _: None)
+
+
+def test_an_arm_trains_in_its_own_world_and_is_evaluated_in_the_conditions():
+    """A frozen policy: trained where ``train`` says, evaluated where the other arms are. A bad
+    training-world override is named as such."""
+    spec = parse_study(_spec(arms={"a": ["agent=mass"],
+                                   "b": {"overrides": ["agent=linucb_owned"], "train": ["env=low_tolerance"]}}))
+    assert spec.train_overrides("main", "b")[-1] == "env=low_tolerance" and spec.train_overrides("main", "a") is None
+    result = run_study(spec, quick=True, log=lambda _: None)
+    assert result.conditions["main"].scenarios["b"] == "retail"
+    bad = parse_study(_spec(arms={"a": ["agent=mass"],
+                                  "b": {"overrides": ["agent=linucb_owned"], "train": ["env.horizon=-1"]}}))
+    with pytest.raises(UserError, match="arm 'b', training world: env.horizon"):
+        run_study(bad, quick=True, log=lambda _: None)
 
 
 def test_arms_on_different_populations_are_refused():

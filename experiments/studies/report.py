@@ -84,6 +84,8 @@ def to_markdown(result: StudyResult, figures: dict[str, str] | None = None) -> s
         lines += ["| arm | overrides | train s | evaluate s |", "|---|---|---|---|"]
         for arm in st.arms:
             ov = " ".join(st.arms[arm]) or "—"
+            if arm in st.train:
+                ov += f"`; trained with `{' '.join(st.train[arm])}"
             lines.append(f"| {arm} | `{ov}` | {res.train_seconds[arm]:.1f} | {res.eval_seconds[arm]:.1f} |")
         lines.append("")
     lines += [f"Base overrides: `{' '.join(st.base) or '—'}`; condition overrides: "

@@ -49,6 +49,7 @@ class ConditionResult:
     blocks: pd.DataFrame
     weekly: pd.DataFrame
     settings: dict[str, RunConfig]
+    """Each arm's evaluation settings (an arm with ``train`` overrides learnt in another world)."""
     scenarios: dict[str, str]
     """Each arm's scenario name (arms may differ in the world, e.g. a mass-media budget)."""
     train_seconds: dict[str, float]
@@ -83,6 +84,19 @@ def _check_same_populations(first: tuple[str, EvalSettings], arm: str, es: EvalS
                              "populations (common random numbers)")
 
 
+def _compose(study: Study, condition: str, arm: str, overrides: list[str], what: str = "") -> tuple[RunConfig, Any]:
+    try:
+        return compose_settings(overrides)
+    except Exception as err:  # name the arm whose overrides are wrong
+        from rapport.experiments.errors import describe
+
+        code, line = describe(err)
+        if code == 2:
+            where = f"study {study.name!r}, condition {condition!r}, arm {arm!r}{', ' + what if what else ''}"
+            raise UserError(f"{where}: {line}") from err
+        raise
+
+
 def run_condition(study: Study, condition: str, *, quick: bool = False, extra: tuple[str, ...] = (),
                   log: Any = print) -> ConditionResult:
     from rapport.experiments.train import eval_settings
@@ -91,15 +105,10 @@ def run_condition(study: Study, condition: str, *, quick: bool = False, extra: t
     blocks, weekly, all_settings, t_train, t_eval, scen = [], [], {}, {}, {}, {}
     first: tuple[str, EvalSettings] | None = None
     for arm in study.arms:
-        try:
-            settings, scenario = compose_settings(study.overrides(condition, arm, quick=quick, extra=extra))
-        except Exception as err:  # name the arm whose overrides are wrong
-            from rapport.experiments.errors import describe
-
-            code, line = describe(err)
-            if code == 2:
-                raise UserError(f"study {study.name!r}, condition {condition!r}, arm {arm!r}: {line}") from err
-            raise
+        settings, scenario = _compose(study, condition, arm, study.overrides(condition, arm, quick=quick, extra=extra))
+        train_ov = study.train_overrides(condition, arm, quick=quick, extra=extra)
+        train_settings, train_scenario = (settings, scenario) if train_ov is None else \
+            _compose(study, condition, arm, train_ov, "training world")
         seeds = builders.derive_seeds(settings.seed, settings.evaluation.seeds, settings.evaluation.seed)
         es = eval_settings(settings, scenario, seeds)
         if first is None:
@@ -107,7 +116,7 @@ def run_condition(study: Study, condition: str, *, quick: bool = False, extra: t
         else:
             _check_same_populations(first, arm, es)
         t0 = time.perf_counter()
-        trained = train_agent(settings, seeds, scenario, NullTracker(), progress=False)
+        trained = train_agent(train_settings, seeds, train_scenario, NullTracker(), progress=False)
         t1 = time.perf_counter()
         role = "baseline" if arm == study.baseline else "policy"
         ev = evaluate({arm: trained.policy_factory}, es, roles={arm: role})

@@ -16,13 +16,16 @@ Studies live as YAML in ``conf/study/<name>.yaml`` (installed as ``rapport.conf.
     arms:                              # policies: name -> rapport-train overrides
       weekly: [agent=mass, agent.params.every_k_weeks=1]
       every_4w: [agent=mass, agent.params.every_k_weeks=4]
+      # an arm trained in another world than the one it is evaluated in (a frozen policy):
+      # frozen: {overrides: [agent=linucb_owned], train: [env.overrides.drift.rate_sigma=0]}
     baseline: weekly                   # the tables' paired differences are against this arm
     claims:                            # what decides the study
       - {policy: every_4w, versus: weekly, kpi: lifetime_value, expect: higher}
     rule: all                          # all | any
 
 Overrides compose in the order base, condition, arm, (--quick: :data:`QUICK`, the study's
-``quick``), the command line's. A claim with
+``quick``), the command line's; an arm's ``train`` overrides come after all of them and apply to
+the world it learns in only (its evaluation world is the condition's). A claim with
 no ``condition`` is checked in every condition. KPI names are glossary keys without ``kpi/``
 (``lifetime_value_per_customer``) or the short names of :data:`KPI_ALIASES`.
 """
@@ -102,12 +105,21 @@ class Study:
     conditions: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"main": ()})
     rule: str = "all"
     notes: str = ""
+    train: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per arm, overrides of the world it trains in only (absent: it trains in its evaluation world)."""
 
     def overrides(self, condition: str, arm: str, *, quick: bool = False,
                   extra: tuple[str, ...] | list[str] = ()) -> list[str]:
         """rapport-train overrides of ``arm`` in ``condition`` (see the module doc for the order)."""
         return [*self.base, *self.conditions[condition], *self.arms[arm], *((*QUICK, *self.quick) if quick else ()),
                 *extra]
+
+    def train_overrides(self, condition: str, arm: str, *, quick: bool = False,
+                        extra: tuple[str, ...] | list[str] = ()) -> list[str] | None:
+        """Overrides of the world ``arm`` trains in, or None when it trains where it is evaluated."""
+        if arm not in self.train:
+            return None
+        return [*self.overrides(condition, arm, quick=quick, extra=extra), *self.train[arm]]
 
     def claims_in(self, condition: str) -> list[Claim]:
         return [c for c in self.claims if c.condition in (None, condition)]
@@ -146,7 +158,18 @@ def parse_study(data: Any, source: str = "<study>") -> Study:
     arms_raw = data.get("arms")
     if not isinstance(arms_raw, dict) or len(arms_raw) < 2:
         raise StudyError(f"{source}: arms must map at least two arm names to override lists, got {arms_raw!r}")
-    arms = {str(k): _strings(v, f"{source}: arms.{k}") for k, v in arms_raw.items()}
+    arms, train = {}, {}
+    for k, v in arms_raw.items():
+        if isinstance(v, dict):
+            bad = set(v) - {"overrides", "train"}
+            if bad or "overrides" not in v:
+                raise StudyError(f"{source}: arms.{k} as a mapping takes 'overrides' (required) and 'train', "
+                                 f"got {sorted(v)}")
+            arms[str(k)] = _strings(v["overrides"], f"{source}: arms.{k}.overrides")
+            if v.get("train"):
+                train[str(k)] = _strings(v["train"], f"{source}: arms.{k}.train")
+        else:
+            arms[str(k)] = _strings(v, f"{source}: arms.{k}")
     conds_raw = data.get("conditions") or {"main": []}
     if not isinstance(conds_raw, dict):
         raise StudyError(f"{source}: conditions must map condition names to override lists, got {conds_raw!r}")
@@ -185,7 +208,7 @@ def parse_study(data: Any, source: str = "<study>") -> Study:
                  hypothesis=_text(data.get("hypothesis"), f"{source}: hypothesis"), arms=arms,
                  baseline=baseline, claims=tuple(claims), base=_strings(data.get("base"), f"{source}: base"),
                  quick=_strings(data.get("quick"), f"{source}: quick"), conditions=conditions, rule=rule,
-                 notes=_text(data.get("notes"), f"{source}: notes", required=False))
+                 notes=_text(data.get("notes"), f"{source}: notes", required=False), train=train)
 
 
 def _study_dir() -> Path:
