@@ -163,6 +163,26 @@ def test_an_arm_trains_in_its_own_world_and_is_evaluated_in_the_conditions():
         run_study(bad, quick=True, log=lambda _: None)
 
 
+def test_quick_keeps_an_arms_own_size_and_refuses_the_mismatch():
+    spec = parse_study(_spec(arms={"a": ["agent=mass"], "b": ["agent=mass", "env.customers=400"]}))
+    with pytest.raises(StudyError, match="arm 'b' is evaluated with env.customers=400 but arm 'a' with 300"):
+        run_study(spec, quick=True, log=lambda _: None)
+
+
+def test_arms_in_different_worlds_belong_in_conditions():
+    spec = parse_study(_spec(arms={"a": ["agent=mass"], "b": ["agent=mass", "env=subscription"]}))
+    with pytest.raises(StudyError, match="scenario 'subscription' but arm 'a' in 'retail'"):
+        run_study(spec, quick=True, log=lambda _: None)
+
+
+def test_an_arm_whose_world_differs_in_a_field_says_which():
+    spec = parse_study(_spec(arms={"a": ["agent=mass"],
+                                   "b": ["agent=mass", "+env.overrides.media.annoyance_hazard=0.05"]}))
+    result = run_study(spec, quick=True, log=lambda _: None)
+    assert result.conditions["main"].world_vs_baseline == {"a": [], "b": ["media.annoyance_hazard"]}
+    assert "media.annoyance_hazard" in to_markdown(result)
+
+
 def test_arms_on_different_populations_are_refused():
     small = ["env.customers=300", "env.horizon=8", "evaluation.blocks=20", "evaluation.seeds=1",
              "evaluation.bootstrap=50", "evaluation.oracle=false", "tracking=none"]
@@ -180,4 +200,15 @@ def test_cli_bad_input_exits_2(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         cli.main(["appropriate", "--quick", "tracking=none", "env.customers=-5", "--out", str(tmp_path)])
     assert e.value.code == 2
-    assert "arm 'mass'" in capsys.readouterr().err and not (tmp_path / "appropriate").exists()
+    assert "command-line override(s) 'tracking=none env.customers=-5'" in capsys.readouterr().err
+    assert not (tmp_path / "appropriate").exists()
+    with pytest.raises(SystemExit) as e:  # would silently turn every arm into mass marketing
+        cli.main(["appropriate", "--quick", "agent=mass", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "would replace what arm 'mass'" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["appropriate", "--quick", "--out", str(tmp_path / "a_file" / "out")])
+    assert e.value.code == 2 and "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(tmp_path / "mine.yaml")])
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err

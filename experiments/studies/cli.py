@@ -21,7 +21,6 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from rapport.experiments.studies.spec import StudyError, load_study, study_names
 
@@ -39,7 +38,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, str]:
     from rapport.experiments.studies.report import log_to_mlflow, to_markdown, write_report
     from rapport.experiments.studies.runner import run_study
 
-    ap = argparse.ArgumentParser(prog="rapport-study", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="rapport-study", description=__doc__.split("\n")[0].replace("``", ""),
+                                 epilog=__doc__.split("\n", 2)[2].replace("``", "").replace("::", ":"),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("study", nargs="?", help="a study name, 'all', or a study .yaml path")
     ap.add_argument("overrides", nargs="*", help="rapport-train overrides applied to every arm (key=value)")
     ap.add_argument("--quick", action="store_true", help="tiny populations: seconds per study (tests)")
@@ -52,13 +53,16 @@ def run(argv: Sequence[str] | None = None) -> dict[str, str]:
             print(f"{name} (v{st.version}): {st.question}")
         return {}
     if not args.study:
-        raise StudyError(f"name a study: one of {', '.join(study_names())}, or all")
-    for o in args.overrides:
-        if "=" not in o:
-            raise StudyError(f"override {o!r} is not key=value")
+        raise StudyError(f"name a study: one of {', '.join(study_names())}, all, or a study .yaml path "
+                         "(rapport-study --list describes them)")
+    from rapport.experiments.errors import check_writable
+    from rapport.experiments.studies.runner import plan_study
+
     names = study_names() if args.study == "all" else [args.study]
-    studies = [load_study(n) for n in names]  # every spec is checked before any work
-    out = Path(args.out)
+    studies = [load_study(n) for n in names]
+    out = check_writable("--out", args.out, folder=True)
+    for st in studies:  # every study's every arm is composed and checked before any work
+        plan_study(st, quick=args.quick, extra=tuple(args.overrides))
     verdicts, rows = {}, []
     t0 = time.perf_counter()
     for st in studies:

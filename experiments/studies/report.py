@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from rapport.experiments.studies.runner import StudyResult
-from rapport.experiments.studies.spec import KPI_ALIASES
+from rapport.experiments.studies.spec import KPI_ALIASES, QUICK
 
 SHOWN = ("profit", "lifetime_value", "churned", "opt_outs", "contacts")
 """The five numbers every result shows together (design.md §6)."""
@@ -47,7 +47,8 @@ def kpi_table(result: StudyResult, condition: str) -> str:
 
 
 def claims_table(result: StudyResult) -> str:
-    lines = ["| condition | claim | policy | versus | Δ (paired) [CI] | verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| condition | claim | policy mean | versus mean | Δ = policy − versus (paired) [CI] | verdict |",
+             "|---|---|---|---|---|---|"]
     for r in result.claims.itertuples():
         lines.append(f"| {r.condition} | {r.claim} | {r.policy_mean:.3f} | {r.versus_mean:.3f} | "
                      f"{_ci(r.diff, r.ci_low, r.ci_high, 3, sign=True)} | **{r.verdict}** |")
@@ -61,9 +62,12 @@ def to_markdown(result: StudyResult, figures: dict[str, str] | None = None) -> s
     conf = first.summary.confidence
     lines = [f"# Study `{st.name}` (version {st.version}){' — quick' if result.quick else ''}", "",
              f"**Question.** {st.question}", "", f"**Hypothesis.** {st.hypothesis}", "",
-             f"**Verdict: {result.verdict}** (rule `{st.rule}` over {len(result.claims)} claim(s); each claim is "
-             f"judged on the paired {conf:.0%} bootstrap CI of policy − versus: supported when it excludes 0 on "
-             "the expected side, contradicted when it excludes 0 on the other, inconclusive otherwise).", "",
+             f"**Verdict: {result.verdict}** (rule `{st.rule}` over {len(st.claims)} claim(s) in "
+             f"{len(result.conditions)} condition(s) = {len(result.claims)} check(s); each is judged on the paired "
+             f"{conf:.0%} bootstrap CI of policy − versus: supported when it excludes 0 on the expected side, "
+             "contradicted when it excludes 0 on the other, inconclusive otherwise; no multiplicity adjustment, "
+             "so with many checks one false 'contradicted' is not rare). Means per customer: $ for profit and "
+             "lifetime value, shares for churned, counts for opt-outs and contacts.", "",
              claims_table(result), ""]
     whys = [(r.claim, r.why) for r in result.claims.itertuples() if r.why]
     for claim, why in dict(whys).items():
@@ -81,15 +85,18 @@ def to_markdown(result: StudyResult, figures: dict[str, str] | None = None) -> s
                   "(common random numbers).", "", kpi_table(result, cond), ""]
         if figures and cond in figures:
             lines += [f"![{cond}]({figures[cond]})", ""]
-        lines += ["| arm | overrides | train s | evaluate s |", "|---|---|---|---|"]
+        lines += ["| arm | overrides | world differs from the baseline's in | train s | evaluate s |",
+                  "|---|---|---|---|---|"]
         for arm in st.arms:
             ov = " ".join(st.arms[arm]) or "—"
             if arm in st.train:
                 ov += f"`; trained with `{' '.join(st.train[arm])}"
-            lines.append(f"| {arm} | `{ov}` | {res.train_seconds[arm]:.1f} | {res.eval_seconds[arm]:.1f} |")
+            world = ", ".join(res.world_vs_baseline.get(arm, [])) or "—"
+            lines.append(f"| {arm} | `{ov}` | {world} | {res.train_seconds[arm]:.1f} | {res.eval_seconds[arm]:.1f} |")
         lines.append("")
     lines += [f"Base overrides: `{' '.join(st.base) or '—'}`; condition overrides: "
               + "; ".join(f"{c}: `{' '.join(o) or '—'}`" for c, o in st.conditions.items())
+              + (f"; --quick: `{' '.join((*QUICK, *st.quick))}` (after base)" if result.quick else "")
               + (f"; command line: `{' '.join(result.overrides)}`" if result.overrides else "")
               + f". Bootstrap resamples: {base.evaluation.bootstrap}. Wall time {result.seconds:.0f} s.", ""]
     return "\n".join(lines)
@@ -139,11 +146,14 @@ def write_report(result: StudyResult, out_dir: str | Path) -> dict[str, Path]:
 
 
 def claim_metrics(result: StudyResult) -> dict[str, float]:
-    """``study/claim_<i>/{diff,ci_low,ci_high,supported}`` and ``study/supported``."""
+    """``study/<condition>/claim_<i>/{diff,ci_low,ci_high,verdict_code}`` (``i``: the claim's index in
+    the study's ``claims``; verdict code 1 supported, 0 inconclusive, −1 contradicted),
+    ``study/verdict_code`` and ``study/wall_seconds``."""
     m: dict[str, float] = {}
-    for i, r in enumerate(result.claims.itertuples()):
-        m[f"study/claim_{i}/diff"], m[f"study/claim_{i}/ci_low"], m[f"study/claim_{i}/ci_high"] = r.diff, r.ci_low, r.ci_high
-        m[f"study/claim_{i}/verdict_code"] = {"supported": 1.0, "inconclusive": 0.0, "contradicted": -1.0}[r.verdict]
+    for r in result.claims.itertuples():
+        k = f"study/{r.condition}/claim_{r.index_in_spec}"
+        m[f"{k}/diff"], m[f"{k}/ci_low"], m[f"{k}/ci_high"] = r.diff, r.ci_low, r.ci_high
+        m[f"{k}/verdict_code"] = {"supported": 1.0, "inconclusive": 0.0, "contradicted": -1.0}[r.verdict]
     m["study/verdict_code"] = {"supported": 1.0, "inconclusive": 0.0, "contradicted": -1.0}[result.verdict]
     m["study/wall_seconds"] = result.seconds
     return m
@@ -164,8 +174,8 @@ def log_to_mlflow(result: StudyResult, paths: dict[str, Path]) -> str | None:
     tags = {"rapport.command": "study", "rapport.study": st.name, "rapport.study.version": str(st.version),
             "rapport.verdict": result.verdict, "rapport.study.quick": str(result.quick).lower(),
             "rapport.hypothesis": st.hypothesis[:5000]}
-    for i, r in enumerate(result.claims.itertuples()):
-        tags[f"rapport.claim_{i}"] = f"[{r.condition}] {r.claim}: {r.verdict}"
+    for r in result.claims.itertuples():
+        tags[f"rapport.claim.{r.condition}.{r.index_in_spec}"] = f"{r.claim}: {r.verdict}"
     with start_run(tracking, run_name=f"study-{st.name}-v{st.version}", tags=tags,
                    params={"study.name": st.name, "study.version": st.version, "study.rule": st.rule,
                            "study.quick": result.quick, "study.overrides": " ".join(result.overrides)[:5000]}) as parent:
@@ -177,7 +187,9 @@ def log_to_mlflow(result: StudyResult, paths: dict[str, Path]) -> str | None:
                 params = flatten_params(OmegaConf.to_container(OmegaConf.structured(settings)))
                 with start_run(tracking, run_name=f"{st.name}/{cond}/{arm}", params=params,
                                tags={"rapport.command": "study-arm", "rapport.study": st.name,
-                                     "rapport.condition": cond, "rapport.arm": arm, "rapport.label": arm},
+                                     "rapport.condition": cond, "rapport.arm": arm, "rapport.label": arm,
+                                     "rapport.arm.overrides": " ".join(st.arms[arm])[:5000],
+                                     "rapport.arm.train_overrides": " ".join(st.train.get(arm, ()))[:5000]},
                                parent_run_id=parent.run_id) as child:
                     child.log_metrics(res.summary.metrics(arm))
         return parent.run_id

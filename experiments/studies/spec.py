@@ -23,8 +23,8 @@ Studies live as YAML in ``conf/study/<name>.yaml`` (installed as ``rapport.conf.
       - {policy: every_4w, versus: weekly, kpi: lifetime_value, expect: higher}
     rule: all                          # all | any
 
-Overrides compose in the order base, condition, arm, (--quick: :data:`QUICK`, the study's
-``quick``), the command line's; an arm's ``train`` overrides come after all of them and apply to
+Overrides compose in the order base, (--quick: :data:`QUICK`), condition, arm, (--quick: the
+study's ``quick``), the command line's (which may not set a key an arm or condition sets); an arm's ``train`` overrides come after all of them and apply to
 the world it learns in only (its evaluation world is the condition's). A claim with
 no ``condition`` is checked in every condition. KPI names are glossary keys without ``kpi/``
 (``lifetime_value_per_customer``) or the short names of :data:`KPI_ALIASES`.
@@ -32,6 +32,7 @@ no ``condition`` is checked in every condition. KPI names are glossary keys with
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -46,7 +47,8 @@ EXPECTATIONS = ("higher", "lower")
 QUICK = ("env.customers=300", "env.horizon=8", "train.customers=200", "train.episodes=1", "train.timesteps=2048",
          "train.rollout_size=512", "evaluation.seeds=2", "evaluation.bootstrap=200", "evaluation.blocks=20",
          "evaluation.long_term_oracle=false", "progress=false")
-"""What ``--quick`` adds after a study's own overrides (then the study's ``quick`` list): seconds."""
+"""What ``--quick`` adds after a study's ``base`` (an arm's own sizes still apply, and must then
+agree with the other arms'), and before its conditions and arms: seconds."""
 RULES = ("all", "any")
 KPI_ALIASES = {"profit": "kpi/profit_per_customer", "lifetime_value": "kpi/lifetime_value_per_customer",
                "churned": "kpi/churned_share", "opt_outs": "kpi/opt_outs_per_customer",
@@ -111,8 +113,8 @@ class Study:
     def overrides(self, condition: str, arm: str, *, quick: bool = False,
                   extra: tuple[str, ...] | list[str] = ()) -> list[str]:
         """rapport-train overrides of ``arm`` in ``condition`` (see the module doc for the order)."""
-        return [*self.base, *self.conditions[condition], *self.arms[arm], *((*QUICK, *self.quick) if quick else ()),
-                *extra]
+        return [*self.base, *(QUICK if quick else ()), *self.conditions[condition], *self.arms[arm],
+                *(self.quick if quick else ()), *extra]
 
     def train_overrides(self, condition: str, arm: str, *, quick: bool = False,
                         extra: tuple[str, ...] | list[str] = ()) -> list[str] | None:
@@ -152,10 +154,15 @@ def parse_study(data: Any, source: str = "<study>") -> Study:
     if unknown:
         raise StudyError(f"{source}: unknown key(s) {sorted(unknown)}; valid: {sorted(_FIELDS)}")
     name = _text(data.get("name"), f"{source}: name")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise StudyError(f"{source}: name {name!r} must be a plain name (letters, digits, _ . -): it names "
+                         "the output folder and the MLflow run")
     version = data.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise StudyError(f"{source}: version must be an integer >= 1, got {version!r}")
     arms_raw = data.get("arms")
+    if isinstance(arms_raw, dict) and not all(isinstance(k, str) for k in arms_raw):
+        raise StudyError(f"{source}: arm names must be strings, got {sorted(map(repr, arms_raw))}")
     if not isinstance(arms_raw, dict) or len(arms_raw) < 2:
         raise StudyError(f"{source}: arms must map at least two arm names to override lists, got {arms_raw!r}")
     arms, train = {}, {}
@@ -223,11 +230,16 @@ def study_names() -> list[str]:
 def load_study(name_or_path: str | Path) -> Study:
     """A shipped study by name, or a study YAML file by path."""
     path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        if str(name_or_path) not in study_names():
-            raise StudyError(f"unknown study {str(name_or_path)!r}; valid: {', '.join(study_names())}, all, "
-                             "or a path to a study .yaml")
+    if str(name_or_path) in study_names():
         path = _study_dir() / f"{name_or_path}.yaml"
+    elif path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise StudyError(f"study file {str(path)!r} does not exist")
+    elif path.is_file():
+        raise StudyError(f"study file {str(path)!r} must end in .yaml or .yml")
+    else:
+        raise StudyError(f"unknown study {str(name_or_path)!r}; valid: {', '.join(study_names())}, all, "
+                         "or a path to a study .yaml")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
