@@ -61,6 +61,12 @@ DIFF_COLUMNS = ("kpi/opt_outs_per_customer", "kpi/churned_share")
 and lifetime value."""
 
 
+def lower_is_better(metric: str) -> bool:
+    """KPIs ranked ascending: costs, churn, opt-outs, contacts, unreachable customers."""
+    k = metric.removeprefix("kpi/")
+    return ("cost" in k or k.startswith(("churned", "opt_outs", "contacts", "unreachable")))
+
+
 def leaderboard(summary: Summary, *, metric: str = DEFAULT_METRIC,
                 guardrails: Sequence[gr.GuardrailConfig] = (), horizon: int | None = None) -> pd.DataFrame:
     """One row per policy, best ``metric`` first: means with CIs, paired differences against the
@@ -109,9 +115,15 @@ def leaderboard(summary: Summary, *, metric: str = DEFAULT_METRIC,
         row["guardrails"] = gr.verdict(gr.judge(guardrails, summary.metrics(p), horizon=horizon or 0,
                                                 is_baseline=p == summary.baseline))
         rows.append(row)
-    board = pd.DataFrame(rows).sort_values(metric, ascending=False, kind="stable").reset_index(drop=True)
+    board = pd.DataFrame(rows).sort_values(metric, ascending=lower_is_better(metric), kind="stable")
+    board = board.reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))
-    board.insert(board.columns.get_loc("guardrails"), "pareto", pareto_front(board, OBJECTIVES))
+    # oracles see latent truth: a policy beaten only by an oracle is still efficient among real policies
+    real = ~board.role.isin(("oracle", "long_term_oracle"))
+    front = pd.Series(False, index=board.index)
+    if real.any():
+        front[real] = pareto_front(board[real], OBJECTIVES)
+    board.insert(board.columns.get_loc("guardrails"), "pareto", front)
     reference = summary.long_term_oracle if metric == LONG_METRIC and summary.long_term_oracle else summary.oracle
     board.attrs.update(metric=metric, baseline=summary.baseline, oracle=reference,
                        confidence=summary.confidence, seeds=summary.seeds, units=summary.units,
@@ -361,7 +373,7 @@ def run(argv: Sequence[str] | None = None) -> pd.DataFrame:
         board, _ = leaderboard_from_runs(uri, runs, metric=args.metric, baseline=args.baseline,
                                          n_boot=args.bootstrap, confidence=args.confidence, guardrails=rules)
     except ValueError as err:
-        print(f"rapport-compare: {err}", file=sys.stderr)
+        print(f"rapport-compare: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     out = Path(args.out or Path("outputs") / "leaderboard" / args.experiment)
     paths = write_leaderboard(board, out, title=f"Leaderboard: {args.experiment}")

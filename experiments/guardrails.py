@@ -110,7 +110,13 @@ def check_rule(rule: GuardrailConfig, where: str, *, has_baseline: bool = True) 
         raise ValueError(f"{where}.kpi is required: the KPI the rule bounds, e.g. opt_outs_per_customer")
     kpi = rule.kpi.removeprefix("kpi/")
     if kpi not in columns:
-        raise ValueError(f"{where}.kpi: unknown KPI {rule.kpi!r}; valid: {', '.join(columns)}")
+        import difflib
+
+        close = difflib.get_close_matches(kpi, columns, n=4, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"{where}.kpi: unknown KPI {rule.kpi!r}; {hint}valid: any *_per_customer or *_share KPI of "
+                         f"experiments/GLOSSARY.md (without kpi/), optionally + _per_month, e.g. opt_outs_per_customer, "
+                         f"churned_share, contacts_per_customer_per_month")
     rule.kpi = kpi
     set_bounds = {b: getattr(rule, b) for b in BOUNDS if getattr(rule, b) is not None}
     if not set_bounds:

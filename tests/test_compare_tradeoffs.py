@@ -120,5 +120,24 @@ def test_a_bad_guardrail_option_exits_2_naming_it(tmp_path, capsys):
         compare.run(["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--guardrail", "opt_outs<=0.06"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "rapport-compare: --guardrail 'opt_outs<=0.06'.kpi: unknown KPI 'opt_outs'" in err
+    assert "rapport-compare: error: --guardrail 'opt_outs<=0.06'.kpi: unknown KPI 'opt_outs'" in err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_lower_is_better_metric_ranks_ascending(summary):
+    board = compare.leaderboard(summary, metric="kpi/churned_share")
+    assert board.policy.iloc[0] == "patient" and board.policy.iloc[-1] == "aggressive"
+    assert compare.leaderboard(summary).policy.iloc[0] == "aggressive"  # profit: higher first
+
+
+def test_an_oracle_does_not_push_real_policies_off_the_front():
+    frame = blocks()
+    frame.loc[frame.policy == "aggressive", "role"] = "oracle"
+    cols = dict(zip(COLS, (10.0, 40.0, 0.0, 0.0, 0.0), strict=True))  # dominates every real policy
+    oracle = frame[frame.policy == "aggressive"].copy()
+    oracle["policy"] = "all_seeing"
+    for c, v in cols.items():
+        oracle[c] = 10 * v
+    board = compare.leaderboard(summarize(pd.concat([frame, oracle]), baseline="do_nothing", n_boot=100))
+    front = board.set_index("policy").pareto
+    assert not front["all_seeing"] and front["patient"] and not front["dominated"]
