@@ -125,7 +125,7 @@ def _compose(study: Study, condition: str, arm: str, overrides: list[str], what:
 
 
 def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+    return override.lstrip("+~").split("=", 1)[0]
 
 
 def check_command_line(study: Study, extra: tuple[str, ...]) -> None:
