@@ -319,36 +319,58 @@ def _treatment_effect(model: CompiledScenario, s: PopulationState, mk: Marketing
     ``outcome`` holds the week's contact and media costs; ``prospect_log`` (dense, None without prospects)
     the marketing part of each prospect's log conversion hazard. Only rows the plan reaches can differ; contacted
     and media rows are handled as two index sets (a row in both gets the same full effect
-    assigned twice), which is cheaper than forming their union.
+    assigned twice), which is cheaper than forming their union; when they cover most rows, the
+    arithmetic runs densely over all rows and only the reached ones are kept (elementwise, so
+    the same values).
     """
+    te = np.zeros(s.n, F4)
+    reached = mk.contacted.size + mk.media_rows.size
+    if reached == 0:
+        return te
+    if 2 * reached > s.n:  # most rows reached: dense arithmetic beats gathers (same values)
+        touched = np.zeros(s.n, bool)
+        touched[mk.contacted] = True
+        touched[mk.media_rows] = True
+        gain = _gain(model, s, mk, rate, market, alive, outcome, prospect_log, slice(None), touched)
+        np.copyto(te, gain, where=touched)
+        return te
+    for idx in (mk.contacted, mk.media_rows):
+        if idx.size:
+            te[idx] = _gain(model, s, mk, rate, market, alive, outcome, prospect_log, idx, None)
+    return te
+
+
+def _gain(model: CompiledScenario, s: PopulationState, mk: Marketing, rate: np.ndarray,
+          market: MarketWeek, alive: np.ndarray, outcome: Outcome, prospect_log: np.ndarray | None,
+          idx: np.ndarray | slice, touched: np.ndarray | None) -> np.ndarray:
+    """The treatment effect of rows ``idx`` (an index array, or ``slice(None)`` with the
+    ``touched`` mask of rows that count: the others' values are meaningless)."""
     sc = model.scenario
     pm = sc.purchase
     gm = F4(pm.gross_margin)
-    te = np.zeros(s.n, F4)
-    for idx in (mk.contacted, mk.media_rows):
-        if idx.size == 0:
-            continue
-        value = F4(pm.p) / s.spend_rate[idx]
-        base_orders = np.exp(mk.base_log_mult[idx])
-        base_orders *= s.rate[idx]
-        base_orders *= alive[idx]
-        gain = rate[idx] * (gm - mk.discount[idx])
-        gain -= base_orders * gm
-        gain *= value
-        if prospect_log is not None:  # a prospect's first order (prospects were not alive)
-            hit = np.flatnonzero(prospect_log[idx] != 0)  # zero for customers
-            if hit.size:
-                ph = idx[hit]
-                base_h = sc.prospects.conversion_rate * math.exp(market.prospect_lift)
-                plan_p = np.exp(prospect_log[ph])
-                plan_p *= F4(-base_h)
-                np.expm1(plan_p, out=plan_p)  # −P(convert | plan)
-                gain[hit] = value[hit] * (F4(math.expm1(-base_h)) * gm
-                                          - plan_p * (gm - mk.discount[ph]))
-        gain -= outcome.contact_cost[idx]
-        gain -= outcome.media_cost[idx]
-        te[idx] = gain
-    return te
+    value = F4(pm.p) / s.spend_rate[idx]
+    base_orders = np.exp(mk.base_log_mult[idx])
+    base_orders *= s.rate[idx]
+    base_orders *= alive[idx]
+    gain = rate[idx] * (gm - mk.discount[idx])
+    gain -= base_orders * gm
+    gain *= value
+    if prospect_log is not None:  # a prospect's first order (prospects were not alive)
+        nonzero = prospect_log[idx] != 0  # zero for customers
+        if touched is not None:
+            nonzero &= touched
+        hit = np.flatnonzero(nonzero)
+        if hit.size:
+            ph = hit if touched is not None else idx[hit]
+            base_h = sc.prospects.conversion_rate * math.exp(market.prospect_lift)
+            plan_p = np.exp(prospect_log[ph])
+            plan_p *= F4(-base_h)
+            np.expm1(plan_p, out=plan_p)  # −P(convert | plan)
+            gain[hit] = value[hit] * (F4(math.expm1(-base_h)) * gm
+                                      - plan_p * (gm - mk.discount[ph]))
+    gain -= outcome.contact_cost[idx]
+    gain -= outcome.media_cost[idx]
+    return gain
 
 
 def expected_myopic_profit(model: CompiledScenario, s: PopulationState, plan: np.ndarray,

@@ -175,19 +175,27 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
     base = log_mult.copy() if keep_base else None
 
     chan = plan[0]
-    rows = np.flatnonzero(chan)
+    # Rows whose chosen channel reaches them, by one dense pass per channel and a single
+    # nonzero (not a nonzero, a gather and three boolean selections over the contacted rows).
+    reach = np.zeros(n, bool)
+    if chan.any():
+        hit = np.empty(n, bool)
+        for j in range(model.n_channels):
+            np.equal(chan, np.int8(j + 1), out=hit)
+            hit &= s.optin[j]
+            reach |= hit
+    rows = np.flatnonzero(reach)
     c = (chan[rows] - 1).astype(np.intp)
     flat = c * n + rows  # 1-D indices into the (C, n) channel arrays: much faster than 2-D pairs
-    reach = s.optin.reshape(-1)[flat]
-    rows, c, flat = rows[reach], c[reach], flat[reach]
     f_before = s.fatigue.reshape(-1)[flat]
 
     offer = plan[1][rows]
     discount = np.zeros(n, F4)
     d = model.offer_discount[offer]
-    dr = rows[d > 0]
+    has_d = d > 0
+    dr = rows[has_d]
     if dr.size:
-        d = d[d > 0]
+        d = d[has_d]
         price = F4(1.0) - d
         ref = s.ref_price[dr]
         gain = np.maximum(ref - price, F4(0))
@@ -233,8 +241,8 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
     log_mult[rows] += lift
 
     level = plan[2]
-    mrows = np.flatnonzero(level)
-    mrows = mrows[s.optin[model.paid_media, mrows]]
+    mrows = np.flatnonzero((level != 0) & s.optin[model.paid_media]) if level.any() \
+        else np.zeros(0, np.intp)
     mlevel = level[mrows]
     if mrows.size:
         log_mult[mrows] += s.media_response[mrows] * model.hill[mlevel]

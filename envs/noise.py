@@ -75,11 +75,14 @@ class Mechanism(IntEnum):
 
 def _lowbias32(x: np.ndarray) -> np.ndarray:
     """In-place 32-bit avalanche finaliser on a uint32 array."""
-    x ^= x >> _U32(16)
+    t = np.right_shift(x, _U32(16))  # one scratch array for the three shifts
+    x ^= t
     x *= _U32(0x7FEB352D)
-    x ^= x >> _U32(15)
+    np.right_shift(x, _U32(15), out=t)
+    x ^= t
     x *= _U32(0x846CA68B)
-    x ^= x >> _U32(16)
+    np.right_shift(x, _U32(16), out=t)
+    x ^= t
     return x
 
 
@@ -124,11 +127,11 @@ def _hash(keys: np.ndarray, week: np.ndarray | int, stream: int) -> np.ndarray:
     """uint32 hash of (row key, week, stream); ``week`` is a scalar or an array like ``keys``."""
     stream_key = _mix_scalar(stream * _GOLDEN + 0x68E31DA4)
     if np.ndim(week) == 0:
-        x = np.full(np.shape(keys), (int(week) * 0x27D4EB2F + stream_key) & _MASK32, dtype=_U32)
+        x = np.bitwise_xor(keys, _U32((int(week) * 0x27D4EB2F + stream_key) & _MASK32), dtype=_U32)
     else:  # uint32 array arithmetic wraps modulo 2**32, which is what we want
         x = np.asarray(week, dtype=_U32) * _U32(0x27D4EB2F)
         x += _U32(stream_key)
-    x ^= keys
+        x ^= keys
     _lowbias32(x)
     x += keys
     return _lowbias32(x)

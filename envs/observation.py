@@ -67,7 +67,7 @@ def p_alive(model: CompiledScenario, s: PopulationState) -> np.ndarray:
     np.exp(term, out=term)
     term += F4(1.0)
     np.reciprocal(term, out=term)
-    term[x == 0] = 1.0
+    np.copyto(term, F4(1.0), where=x == 0)
     return term
 
 
