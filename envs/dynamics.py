@@ -34,6 +34,7 @@ from rapport.envs.marketing import (
     as_plan,
     compile_scenario,
     marketing_effect,
+    select,
 )
 from rapport.envs.noise import Mechanism as M
 from rapport.envs.state import PopulationState, guess_favourite, initial_optin
@@ -88,7 +89,7 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
 
     fee_rows = np.flatnonzero(s.alive) if pm.subscription_fee > 0 else None
     # Service gestures raise satisfaction before this week's purchases (lower drop-out risk).
-    gest = rows[mk.offer == model.gesture_offer]
+    gest = rows[np.flatnonzero(mk.offer == model.gesture_offer)]  # (integer indexing: see marketing)
     s.satisfaction[gest] += F4(of.gesture_satisfaction)
 
     prospects = np.flatnonzero(s.prospect) if s.prospect.size else None
@@ -167,10 +168,11 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
         hazard *= np.exp(F4(sc.privacy.optout_creep) * mk.creep)
         s.trust[rows] = np.maximum(s.trust[rows] - F4(sc.privacy.trust_loss) * mk.creep, F4(0))
     hazard = np.minimum(hazard, 1)
-    out = noise.uniform(s.key[rows], s.week[rows], M.OPTOUT) < hazard
-    s.optin[c[out], rows[out]] = False
+    out = np.flatnonzero(noise.uniform(s.key[rows], s.week[rows], M.OPTOUT) < hazard)
+    out_rows = rows[out]
+    s.optin[c[out], out_rows] = False
     opted_out = np.zeros(n, bool)
-    opted_out[rows[out]] = True
+    opted_out[out_rows] = True
 
     if pm.contractual:  # sBG: every live subscriber may cancel at the end of the week
         weekly_churn(model, s, dropped, survival)
@@ -190,7 +192,7 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
     s.last_contact.reshape(-1)[mk.flat] = s.week[rows]
     s.offer_bits <<= np.uint8(1)
     s.redeem_bits <<= np.uint8(1)
-    offered = rows[mk.offer > 0]
+    offered = rows[np.flatnonzero(mk.offer)]
     s.offer_bits[offered] |= np.uint8(1)
     s.last_offer[offered] = s.week[offered]
     s.redeem_bits[redeemed] |= np.uint8(1)
@@ -291,7 +293,7 @@ def _outcome(model: CompiledScenario, n: int, mk: Marketing, buyers: np.ndarray,
     discount_cost[buyers] = given_away
     contact_cost = np.zeros(n, F4)
     contact_cost[rows] = model.cost[c]
-    contact_cost[rows[mk.offer == model.gesture_offer]] += F4(model.scenario.offers.gesture_cost)
+    contact_cost[rows[np.flatnonzero(mk.offer == model.gesture_offer)]] += F4(model.scenario.offers.gesture_cost)
     media_cost = np.zeros(n, F4)
     media_cost[mk.media_rows] = model.spend[mk.media_level]
     profit = revenue - contact_cost
@@ -302,10 +304,13 @@ def _outcome(model: CompiledScenario, n: int, mk: Marketing, buyers: np.ndarray,
         profit -= mass_media_cost
     else:
         mass_media_cost = np.zeros(n, F4)
-    channel = np.zeros(n, np.int8)
-    channel[rows] = c + 1
-    offer = np.zeros(n, np.int8)
-    offer[rows] = mk.offer
+    if mk.channel_code is not None:
+        channel, offer = mk.channel_code, mk.offer_code
+    else:
+        channel = np.zeros(n, np.int8)
+        channel[rows] = c + 1
+        offer = np.zeros(n, np.int8)
+        offer[rows] = mk.offer
     return Outcome(profit, revenue, orders, discount_cost, contact_cost, media_cost, mass_media_cost,
                    channel, offer, opted_out, np.zeros(n, bool), dropped, rate)
 
@@ -323,17 +328,14 @@ def _treatment_effect(model: CompiledScenario, s: PopulationState, mk: Marketing
     arithmetic runs densely over all rows and only the reached ones are kept (elementwise, so
     the same values).
     """
-    te = np.zeros(s.n, F4)
     reached = mk.contacted.size + mk.media_rows.size
-    if reached == 0:
-        return te
     if 2 * reached > s.n:  # most rows reached: dense arithmetic beats gathers (same values)
         touched = np.zeros(s.n, bool)
         touched[mk.contacted] = True
         touched[mk.media_rows] = True
         gain = _gain(model, s, mk, rate, market, alive, outcome, prospect_log, slice(None), touched)
-        np.copyto(te, gain, where=touched)
-        return te
+        return select(touched, gain)
+    te = np.zeros(s.n, F4)
     for idx in (mk.contacted, mk.media_rows):
         if idx.size:
             te[idx] = _gain(model, s, mk, rate, market, alive, outcome, prospect_log, idx, None)

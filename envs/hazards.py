@@ -20,7 +20,7 @@ def drop(s: PopulationState, rows: np.ndarray, prob: np.ndarray, stream: int, dr
     if survival is not None:
         survival[rows] *= 1.0 - prob.astype(np.float64)
     else:
-        dropped[rows[noise.uniform(s.key[rows], s.week[rows], stream) < prob]] = True
+        dropped[rows[np.flatnonzero(noise.uniform(s.key[rows], s.week[rows], stream) < prob)]] = True
 
 
 def weekly_churn(model: CompiledScenario, s: PopulationState, dropped: np.ndarray,
@@ -42,7 +42,7 @@ def reminder(model: CompiledScenario, s: PopulationState, rows: np.ndarray, drop
               survival: np.ndarray | None = None) -> None:
     """A delivered contact makes a live customer reconsider: drop out with probability
     reminder_dropout × p_i / mean p (Ascarza et al. 2016)."""
-    live = rows[s.alive[rows]]
+    live = rows[np.flatnonzero(s.alive[rows])]  # integer indexing: faster than a boolean mask
     if live.size == 0:
         return
     r = model.scenario.media.reminder_dropout
@@ -58,7 +58,7 @@ def annoyance(model: CompiledScenario, s: PopulationState, dropped: np.ndarray,
         return
     total = s.fatigue.sum(axis=0)
     rows = np.flatnonzero(total > md.annoyance_tolerance)
-    rows = rows[s.alive[rows]]
+    rows = rows[np.flatnonzero(s.alive[rows])]
     if rows.size:
         h = -np.expm1(-md.annoyance_hazard * (total[rows] - md.annoyance_tolerance))
         drop(s, rows, h, M.ANNOYANCE, dropped, survival)

@@ -122,6 +122,15 @@ class Marketing:
     creep: np.ndarray | None  # (k,) creepiness of each delivered contact (privacy on), else None
     base_log_mult: np.ndarray | None  # (n,) log_mult of doing nothing (when asked for), else None
     prospect_offset: float  # what log_mult adds to every row besides marketing: drift mean, market
+    # Dense forms, set only when contacts reach many rows (scatters into n rows cost more than
+    # dense passes then): channel and offer codes (n,) int8, 0 where no contact was delivered.
+    channel_code: np.ndarray | None = None
+    offer_code: np.ndarray | None = None
+
+
+def dense(count: int, n: int) -> bool:
+    """Whether ``count`` of ``n`` rows are enough to handle them by dense passes with masks."""
+    return 4 * count > n
 
 
 def as_plan(action: np.ndarray, nvec: np.ndarray) -> np.ndarray:
@@ -192,7 +201,9 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
     offer = plan[1][rows]
     discount = np.zeros(n, F4)
     d = model.offer_discount[offer]
-    has_d = d > 0
+    # integer indices, not boolean masks: on a random mask, numpy's boolean indexing is ~5x slower
+    # than a nonzero and a gather (the same elements, in the same order)
+    has_d = np.flatnonzero(d > 0)
     dr = rows[has_d]
     if dr.size:
         d = d[has_d]
@@ -241,13 +252,39 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
     log_mult[rows] += lift
 
     level = plan[2]
-    mrows = np.flatnonzero((level != 0) & s.optin[model.paid_media]) if level.any() \
-        else np.zeros(0, np.intp)
+    media_mask = None
+    if level.any():
+        media_mask = level != 0
+        media_mask &= s.optin[model.paid_media]
+        mrows = np.flatnonzero(media_mask)
+    else:
+        mrows = np.zeros(0, np.intp)
     mlevel = level[mrows]
     if mrows.size:
         log_mult[mrows] += s.media_response[mrows] * model.hill[mlevel]
-    return Marketing(log_mult, rows, c, flat, f_before, offer, discount, mrows, mlevel, creep, base,
-                     offset)
+    mk = Marketing(log_mult, rows, c, flat, f_before, offer, discount, mrows, mlevel, creep, base,
+                   offset)
+    if dense(rows.size, n):  # int8 × bool: the code where reached, else 0 (exact)
+        mk.channel_code = chan * reach
+        mk.offer_code = plan[1] * reach
+    return mk
+
+
+def select(mask: np.ndarray, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """float32 ``values`` where ``mask``, else ``fill``, by bitwise and/or: exactly
+    ``np.where(mask, values, fill)`` (also for inf, nan and −0.0), ~5-10x faster than it (or a
+    masked assignment) on a random mask, where those branch on every element."""
+    bits = mask.astype(np.uint32)
+    np.negative(bits, out=bits)  # 1 -> 0xFFFFFFFF
+    fill_bits = np.float32(fill).view(np.uint32)
+    if fill_bits:
+        rest = np.bitwise_not(bits)
+        rest &= fill_bits
+        bits &= values.view(np.uint32)
+        bits |= rest
+    else:
+        bits &= values.view(np.uint32)
+    return bits.view(F4)
 
 
 def _creepiness(model: CompiledScenario, s: PopulationState, rows: np.ndarray, offer: np.ndarray,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from rapport.envs.dynamics import CompiledScenario
+from rapport.envs.marketing import select
 from rapport.envs.scenario import CHANNELS
 from rapport.envs.state import PopulationState
 
@@ -67,8 +68,7 @@ def p_alive(model: CompiledScenario, s: PopulationState) -> np.ndarray:
     np.exp(term, out=term)
     term += F4(1.0)
     np.reciprocal(term, out=term)
-    np.copyto(term, F4(1.0), where=x == 0)
-    return term
+    return select(x != 0, term, 1.0)
 
 
 def update_stage(s: PopulationState, alive_prob: np.ndarray, purchased: np.ndarray | None) -> None:
@@ -83,10 +83,10 @@ def update_stage(s: PopulationState, alive_prob: np.ndarray, purchased: np.ndarr
     stage += np.int8(ACTIVE)
     if purchased is not None:
         back = (purchased & (prev == LAPSED)) | ((prev == REACTIVATED) & (stage != LAPSED))
-        stage[back] = REACTIVATED
-    stage[(s.x == 0) & (s.T < 8)] = NEW
+        stage[np.flatnonzero(back)] = REACTIVATED  # integer indexing: faster than a boolean mask
+    stage[np.flatnonzero((s.x == 0) & (s.T < 8))] = NEW
     if s.prospect.size:
-        stage[s.prospect] = PROSPECT
+        stage[np.flatnonzero(s.prospect)] = PROSPECT
     s.stage[:] = stage
 
 
