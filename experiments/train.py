@@ -64,6 +64,20 @@ def validate(cfg: DictConfig | RunConfig) -> tuple[RunConfig, Any]:
     return settings, scenario
 
 
+def compose_settings(overrides: list[str]) -> tuple[RunConfig, Any]:
+    """Validated settings (and the scenario) of ``rapport-train`` with these overrides, composed
+    from the packaged ``conf/`` outside a Hydra app (studies, benchmark scripts)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():  # e.g. called from inside another Hydra app
+        GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="rapport.conf", version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    return validate(cfg)
+
+
 def default_label(settings: RunConfig, parent: dict[str, Any] | None) -> str:
     """Agent name, plus the values of keys a multirun sweeps (other than seeds and the agent)."""
     if settings.label:

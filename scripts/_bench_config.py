@@ -3,13 +3,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from rapport.experiments.config import RunConfig
+from rapport.experiments.train import compose_settings
 
-from hydra import compose, initialize_config_dir
-
-from rapport.experiments.config import RunConfig, register_configs, to_settings
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 KEYS = {"profit": "kpi/profit_per_customer", "ltv": "kpi/lifetime_value_per_customer",
         "churned": "kpi/churned_share", "opt_outs": "kpi/opt_outs_per_customer",
         "contacts": "kpi/contacts_per_customer"}
@@ -18,6 +14,4 @@ KEYS = {"profit": "kpi/profit_per_customer", "ltv": "kpi/lifetime_value_per_cust
 
 def settings_for(overrides: list[str]) -> RunConfig:
     """Validated settings of ``rapport-train`` with these overrides."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_settings(compose("train", overrides=overrides))
+    return compose_settings(overrides)[0]

@@ -17,27 +17,13 @@ from typing import Any
 import pandas as pd
 
 from rapport.experiments import builders
-from rapport.experiments.config import RunConfig, register_configs
+from rapport.experiments.config import RunConfig
 from rapport.experiments.errors import UserError
 from rapport.experiments.evaluation import EvalSettings, Summary, evaluate, summarize
 from rapport.experiments.studies.spec import Study, StudyError
 from rapport.experiments.studies.verdict import claim_verdict, combine
 from rapport.experiments.tracking import NullTracker
-
-
-def compose_settings(overrides: list[str]) -> tuple[RunConfig, Any]:
-    """Validated ``rapport-train`` settings (and the scenario) for these overrides."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from rapport.experiments.train import validate
-
-    register_configs()
-    if GlobalHydra.instance().is_initialized():  # e.g. called from inside another Hydra app
-        GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="rapport.conf", version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    return validate(cfg)
+from rapport.experiments.train import compose_settings
 
 
 @dataclass
