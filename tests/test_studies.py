@@ -85,6 +85,35 @@ def test_weekly_email_to_everyone_on_low_tolerance_is_contradicted():
     assert "**contradicted**" in md and "weekly higher lifetime_value than mass" in md
 
 
+def test_bonferroni_judges_each_check_at_the_corrected_level_on_a_wider_ci():
+    """Two claims in one condition: Bonferroni judges each at 1 − 0.05/2 = 97.5 %, so each CI
+    contains the uncorrected one, and the report says so; too few bootstrap draws for the
+    corrected tails are refused before anything trains."""
+    claims = [{"policy": "weekly", "versus": "mass", "kpi": "lifetime_value", "expect": "higher"},
+              {"policy": "weekly", "versus": "mass", "kpi": "profit", "expect": "higher"}]
+    base = ["env=low_tolerance", "evaluation.oracle=false", "tracking=none"]
+    arms = {"mass": ["agent=mass"], "weekly": ["agent=mass", "agent.params.every_k_weeks=1"]}
+    plain = run_study(parse_study(_spec(base=base, arms=arms, baseline="mass", claims=claims,
+                                        quick=["evaluation.bootstrap=2000"])),
+                      quick=True, log=lambda _: None)
+    corrected = run_study(parse_study(_spec(base=base, arms=arms, baseline="mass", claims=claims,
+                                            quick=["evaluation.bootstrap=2000"], correction="bonferroni")),
+                          quick=True, log=lambda _: None)
+    assert list(plain.claims.confidence) == [0.95, 0.95]
+    assert list(corrected.claims.confidence) == pytest.approx([0.975, 0.975])
+    assert list(corrected.claims["diff"]) == list(plain.claims["diff"])
+    assert (corrected.claims.ci_low <= plain.claims.ci_low).all()
+    assert (corrected.claims.ci_high >= plain.claims.ci_high).all()
+    assert ((corrected.claims.ci_high - corrected.claims.ci_low)
+            > (plain.claims.ci_high - plain.claims.ci_low)).all()
+    assert "Bonferroni over the 2 checks" in to_markdown(corrected)
+    assert "no multiplicity adjustment" in to_markdown(plain)
+    few = _spec(base=base, arms=arms, baseline="mass", claims=claims, quick=["evaluation.bootstrap=300"],
+                correction="bonferroni")
+    with pytest.raises(StudyError, match="evaluation.bootstrap >= 800"):
+        run_study(parse_study(few), quick=True, log=lambda _: None)
+
+
 def test_shipped_studies_load_and_name_what_they_test():
     assert set(study_names()) >= SHIPPED
     for name in study_names():
@@ -133,6 +162,7 @@ def test_report_files(tmp_path):
     ({"claims": [{"policy": "b", "versus": "a", "kpi": "profit", "expect": "higher", "condition": "x"}]},
      "condition 'x' is not a condition"),
     ({"rule": "most"}, "rule must be one of"),
+    ({"correction": "holm"}, "correction must be one of"),
     ({"version": 0}, "version must be an integer"),
     ({"colour": "red"}, "unknown key"),
     ({"arms": {"a": ["agent=mass"], "b": ["mass"]}}, "is not key=value"),

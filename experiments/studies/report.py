@@ -64,9 +64,9 @@ def to_markdown(result: StudyResult, figures: dict[str, str] | None = None) -> s
              f"**Question.** {st.question}", "", f"**Hypothesis.** {st.hypothesis}", "",
              f"**Verdict: {result.verdict}** (rule `{st.rule}` over {len(st.claims)} claim(s) in "
              f"{len(result.conditions)} condition(s) = {len(result.claims)} check(s); each is judged on the paired "
-             f"{conf:.0%} bootstrap CI of policy − versus: supported when it excludes 0 on the expected side, "
-             "contradicted when it excludes 0 on the other, inconclusive otherwise; no multiplicity adjustment, "
-             "so with many checks one false 'contradicted' is not rare). Means per customer: $ for profit and "
+             f"{level_text(result, conf)} bootstrap CI of policy − versus: supported when it excludes 0 on the "
+             "expected side, contradicted when it excludes 0 on the other, inconclusive otherwise; "
+             f"{correction_text(result)}). Means per customer: $ for profit and "
              "lifetime value, shares for churned, counts for opt-outs and contacts.", "",
              claims_table(result), ""]
     whys = [(r.claim, r.why) for r in result.claims.itertuples() if r.why]
@@ -193,3 +193,23 @@ def log_to_mlflow(result: StudyResult, paths: dict[str, Path]) -> str | None:
                                parent_run_id=parent.run_id) as child:
                     child.log_metrics(res.summary.metrics(arm))
         return parent.run_id
+
+
+def level_text(result: Any, conf: float) -> str:
+    """The confidence every check was judged at."""
+    levels = sorted(set(result.claims["confidence"])) if "confidence" in result.claims else [conf]
+    return " / ".join(f"{lv:.2%}" if lv > 0.99 else f"{lv:.0%}" for lv in levels)
+
+
+def correction_text(result: Any) -> str:
+    if result.study.correction == "bonferroni":
+        return (f"Bonferroni over the {len(result.claims)} checks (each at 1 − (1 − {result_conf(result):.0%})/"
+                f"{len(result.claims)}), so among true nulls a false verdict anywhere has probability ≤ "
+                f"{1 - result_conf(result):.0%}")
+    return ("no multiplicity adjustment (`correction: none`; `correction: bonferroni` is available), so with "
+            "many checks one false 'contradicted' is not rare")
+
+
+def result_conf(result: Any) -> float:
+    first = next(iter(result.conditions.values()))
+    return first.summary.confidence

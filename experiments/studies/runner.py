@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from rapport.experiments import builders
@@ -165,7 +166,34 @@ def plan_study(study: Study, *, quick: bool = False, extra: tuple[str, ...] = ()
     """Compose and check every condition × arm before anything trains (a typo in the last arm must
     not surface after hours of training)."""
     check_command_line(study, extra)
-    return {cond: plan_condition(study, cond, quick=quick, extra=extra) for cond in study.conditions}
+    plan = {cond: plan_condition(study, cond, quick=quick, extra=extra) for cond in study.conditions}
+    for cond, arms in plan.items():
+        ev = arms[study.baseline].settings.evaluation
+        level = check_confidence(study, ev.confidence)
+        tail = ev.bootstrap * (1.0 - level) / 2
+        if study.correction != "none" and tail < MIN_TAIL_DRAWS:
+            raise StudyError(
+                f"{study.name}: correction={study.correction} judges each of {n_checks(study)} checks at "
+                f"{level:.4%}, but evaluation.bootstrap={ev.bootstrap} leaves {tail:.1f} bootstrap draws in "
+                f"each tail of the CI (condition {cond!r}); need >= {MIN_TAIL_DRAWS}: set "
+                f"evaluation.bootstrap >= {int(np.ceil(2 * MIN_TAIL_DRAWS / (1.0 - level)))}")
+    return plan
+
+
+MIN_TAIL_DRAWS = 10
+"""Fewest bootstrap draws beyond each end of a CI for its bounds to mean anything."""
+
+
+def n_checks(study: Study) -> int:
+    """Claims × the conditions each applies to: the family a multiplicity correction covers."""
+    return sum(len(study.conditions) if c.condition is None else 1 for c in study.claims)
+
+
+def check_confidence(study: Study, confidence: float) -> float:
+    """The confidence each check is judged at (see :attr:`Study.correction`)."""
+    if study.correction == "bonferroni":
+        return 1.0 - (1.0 - confidence) / n_checks(study)
+    return confidence
 
 
 def run_condition(study: Study, condition: str, *, quick: bool = False, extra: tuple[str, ...] = (),
@@ -201,20 +229,21 @@ def judge(study: Study, results: dict[str, ConditionResult]) -> tuple[str, pd.Da
     for cond, res in results.items():
         base = res.settings[study.baseline]
         seed = builders.derive_seeds(base.seed, base.evaluation.seeds, base.evaluation.seed).policy
-        cache: dict[str, Summary] = {study.baseline: res.summary}
+        level = check_confidence(study, base.evaluation.confidence)
+        cache: dict[str, Summary] = {study.baseline: res.summary} if level == base.evaluation.confidence else {}
         for i, c in enumerate(study.claims):
             if c.condition not in (None, cond):
                 continue
             if c.versus not in cache:
                 cache[c.versus] = summarize(res.blocks, baseline=c.versus, n_boot=base.evaluation.bootstrap,
-                                            confidence=base.evaluation.confidence, seed=seed)
+                                            confidence=level, seed=seed)
             d = cache[c.versus].diffs
             hit = d[(d.policy == c.policy) & (d.key == c.key)].iloc[0]
             means = res.summary.kpis.set_index(["policy", "key"])["mean"]
             rows.append({"condition": cond, "index_in_spec": i, "claim": c.describe(), "policy": c.policy, "versus": c.versus,
                          "kpi": c.key, "expect": c.expect, "policy_mean": means[(c.policy, c.key)],
                          "versus_mean": means[(c.versus, c.key)], "diff": hit["diff"], "ci_low": hit.ci_low,
-                         "ci_high": hit.ci_high, "verdict": claim_verdict(c.expect, hit.ci_low, hit.ci_high, tol=ROUNDING * (
+                         "ci_high": hit.ci_high, "confidence": level, "verdict": claim_verdict(c.expect, hit.ci_low, hit.ci_high, tol=ROUNDING * (
                              1.0 + abs(means[(c.policy, c.key)]) + abs(means[(c.versus, c.key)]))),
                          "why": c.why})
     claims = pd.DataFrame(rows)

@@ -22,6 +22,7 @@ Studies live as YAML in ``conf/study/<name>.yaml`` (installed as ``rapport.conf.
     claims:                            # what decides the study
       - {policy: every_4w, versus: weekly, kpi: lifetime_value, expect: higher}
     rule: all                          # all | any
+    correction: none                   # none | bonferroni (multiplicity over the study's checks)
 
 Overrides compose in the order base, (--quick: :data:`QUICK`), condition, arm, (--quick: the
 study's ``quick``), the command line's (which may not set a key an arm or condition sets); an arm's ``train`` overrides come after all of them and apply to
@@ -50,12 +51,13 @@ QUICK = ("env.customers=300", "env.horizon=8", "train.customers=200", "train.epi
 """What ``--quick`` adds after a study's ``base`` (an arm's own sizes still apply, and must then
 agree with the other arms'), and before its conditions and arms: seconds."""
 RULES = ("all", "any")
+CORRECTIONS = ("none", "bonferroni")
 KPI_ALIASES = {"profit": "kpi/profit_per_customer", "lifetime_value": "kpi/lifetime_value_per_customer",
                "churned": "kpi/churned_share", "opt_outs": "kpi/opt_outs_per_customer",
                "contacts": "kpi/contacts_per_customer"}
 """Short KPI names a claim may use; any glossary KPI key (with or without ``kpi/``) works too."""
 _FIELDS = {"name", "version", "question", "hypothesis", "base", "quick", "conditions", "arms", "baseline",
-           "claims", "rule", "notes"}
+           "claims", "rule", "notes", "correction"}
 _CLAIM_FIELDS = {"policy", "versus", "kpi", "expect", "condition", "why"}
 
 
@@ -107,6 +109,9 @@ class Study:
     conditions: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"main": ()})
     rule: str = "all"
     notes: str = ""
+    correction: str = "none"
+    """``none``: every check at the evaluation's confidence; ``bonferroni``: with k checks, each
+    at 1 − (1 − confidence)/k, so the chance of any false verdict among true nulls stays ≤ 1 − confidence."""
     train: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per arm, overrides of the world it trains in only (absent: it trains in its evaluation world)."""
 
@@ -187,6 +192,9 @@ def parse_study(data: Any, source: str = "<study>") -> Study:
     rule = data.get("rule", "all")
     if rule not in RULES:
         raise StudyError(f"{source}: rule must be one of {RULES}, got {rule!r}")
+    correction = data.get("correction", "none")
+    if correction not in CORRECTIONS:
+        raise StudyError(f"{source}: correction must be one of {CORRECTIONS}, got {correction!r}")
     claims_raw = data.get("claims")
     if not isinstance(claims_raw, list) or not claims_raw:
         raise StudyError(f"{source}: claims must be a non-empty list")
@@ -214,7 +222,7 @@ def parse_study(data: Any, source: str = "<study>") -> Study:
     return Study(name=name, version=version, question=_text(data.get("question"), f"{source}: question"),
                  hypothesis=_text(data.get("hypothesis"), f"{source}: hypothesis"), arms=arms,
                  baseline=baseline, claims=tuple(claims), base=_strings(data.get("base"), f"{source}: base"),
-                 quick=_strings(data.get("quick"), f"{source}: quick"), conditions=conditions, rule=rule,
+                 quick=_strings(data.get("quick"), f"{source}: quick"), conditions=conditions, rule=rule, correction=correction,
                  notes=_text(data.get("notes"), f"{source}: notes", required=False), train=train)
 
 

@@ -7,7 +7,8 @@ difference policy − versus, evaluated on common random numbers, and its bootst
 * **contradicted**: the CI lies entirely on the other side;
 * **inconclusive**: the CI contains 0 (including two arms that act alike, CI [0, 0]).
 
-Each check is at the evaluation's confidence (95 %) with no multiplicity adjustment: with k
+Each check is at the evaluation's confidence (95 %) unless the study sets ``correction: bonferroni``
+(each of k checks at 1 − 0.05/k). Without it: with k
 checks under ``all``, a false "contradicted" among k true nulls has probability up to
 1 − (1 − 0.025)^k (≈ 22 % at k = 10). Read a single contradicted check of many with that in mind.
 
