@@ -204,10 +204,20 @@ class Catalogue:
     match_offset: float  # β²(appeal² + spread²)/2, subtracted in the log multiplier
     recovery: float  # weekly stock retention 2^(−1/recovery_half_life)
     n_levels: int = field(default=0)  # A
+    _flat: dict = field(default_factory=dict, repr=False)  # n -> level_offset * n (scratch)
 
     @property
     def count(self) -> int:
         return int(self.inv_norm.size)
+
+    def flat_offsets(self, n: int) -> np.ndarray:
+        """(B, C) int64 ``level_offset * n``: flat indices into an (A, n) taste array, less the row."""
+        off = self._flat.get(n)
+        if off is None:
+            if len(self._flat) > 8:
+                self._flat.clear()
+            off = self._flat[n] = self.level_offset * np.int64(n)
+        return off
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -374,37 +384,33 @@ def creative_effect(cat: Catalogue, match_strength: float, wear_rate: float, tas
     """Match and wear-out of creative ``ids`` shown to ``rows`` (reads state, changes nothing)."""
     n = taste.shape[1]
     flat = taste.reshape(-1)
-    off = cat.level_offset
+    offsets = cat.flat_offsets(n)
     match = np.zeros(rows.size, F4)
-    idx = np.empty(rows.size, np.int64)
-    for b in range(off.shape[0]):  # Σ_b q[j_b(c)]: one gather per attribute
-        np.multiply(off[b][ids], n, out=idx)
+    for b in range(offsets.shape[0]):  # Σ_b q[j_b(c)]: one gather per attribute (take: fastest)
+        idx = offsets[b].take(ids)
         idx += rows
-        match += flat[idx]
-    match *= cat.inv_norm[ids]
+        match += flat.take(idx)
+    match *= cat.inv_norm.take(ids)
     # wear-out memory: stocks decayed to this week (one last-exposure week for all slots)
-    dt = week[rows].astype(np.int32)
-    dt -= mem_last[rows]
+    dt = week.take(rows).astype(np.int32)
+    dt -= mem_last.take(rows)
     decay = dt.astype(F4)
     decay *= F4(math.log(cat.recovery))
     np.exp(decay, out=decay)
-    K = mem_ids.shape[0]
-    stocks = np.empty((K, rows.size), F4)
-    found = np.zeros(rows.size, bool)
+    stocks = mem_stock.take(rows, axis=1).astype(F4)  # (K, k)
+    stocks *= decay
+    hit = mem_ids.take(rows, axis=1) == ids
+    # the slot of the shown creative where remembered (key −1), else the weakest slot
+    key = stocks.copy()
+    np.copyto(key, F4(-1.0), where=hit)
+    best = key[0].copy()
     slot = np.zeros(rows.size, np.intp)
-    weakest = np.full(rows.size, np.inf, F4)
-    for k in range(K):
-        st = stocks[k]
-        st[:] = mem_stock[k][rows]
-        st *= decay
-        hit = mem_ids[k][rows] == ids
-        slot[hit] = k
-        found |= hit
-        lower = (st < weakest) & ~found
-        slot[lower] = k
-        np.minimum(weakest, st, out=weakest, where=~found)
-    stock = np.take_along_axis(stocks, slot[None], axis=0)[0]
-    stock *= found  # a creative not remembered starts fresh
+    for k in range(1, key.shape[0]):  # first index wins ties, like argmin
+        better = key[k] < best
+        slot[better] = k
+        np.minimum(best, key[k], out=best)
+    stock = stocks.reshape(-1).take(slot * rows.size + np.arange(rows.size))
+    stock *= best < 0  # a creative not remembered starts fresh
     wear_log = stock * F4(-wear_rate)
     log_mult = match * F4(match_strength)
     log_mult -= F4(cat.match_offset)
