@@ -37,7 +37,7 @@ class CustomerEnv(gym.Env):
         self.render_mode = render_mode
         low, high = observation_bounds(self.sim.model)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.action_space = spaces.MultiDiscrete(self.sim.model.nvec)
+        self.action_space = spaces.MultiDiscrete(self.sim.action_nvec)
         self.feature_names = FEATURE_NAMES
         self._started = False
 
@@ -50,8 +50,9 @@ class CustomerEnv(gym.Env):
     def step(self, action):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        out = self.sim.step(self.sim.check_action(np.asarray(action).reshape(1, -1)),
-                            treatment_effect=self.include_latent)
+        a = np.asarray(action).reshape(1, -1)
+        out = self.sim.step(self.sim.check_action(a), treatment_effect=self.include_latent,
+                            creative=self.sim.creative_ids(a))
         terminated = bool(self.sim.unreachable()[0])
         truncated = bool(self.sim.at_horizon()[0]) and not terminated
         info = self._row_info(self.sim.info(out, self.include_latent))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rapport.envs import noise
+from rapport.envs.creative import NO_CREATIVE, expose
 from rapport.envs.drift import drift
 from rapport.envs.hazards import annoyance, reminder, weekly_churn
 from rapport.envs.marketing import (
@@ -64,12 +65,19 @@ class Outcome:
     purchase_rate: np.ndarray  # float32 — latent effective rate this week (analysis only)
     orders_offline: np.ndarray | None = None  # int32 — store orders (omnichannel on), else None
     treatment_effect: np.ndarray | None = None  # float32 $ — see :func:`transition`
+    # creative catalogue on (rapport.envs.creative), else None:
+    creative_id: np.ndarray | None = None  # int32 — creative shown, -1 where none
+    creative_match: np.ndarray | None = None  # float32 — latent taste·embedding (0 where none)
+    creative_wear: np.ndarray | None = None  # float32 — wear-out multiplier applied (1 where none)
 
 
 def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
                market: MarketWeek = NO_MARKET, treatment_effect: bool = False,
-               survival: np.ndarray | None = None) -> Outcome:
+               survival: np.ndarray | None = None, creative: np.ndarray | None = None) -> Outcome:
     """Advance every customer one week under ``plan`` (3, n) int8; mutates ``s`` in place.
+
+    ``creative``: (n,) int32 creative ids shown with the contacts (``action[:, 3]``), required
+    when the scenario has a catalogue (:mod:`rapport.envs.creative`), else ignored.
 
     ``treatment_effect``: also return, per row, this week's expected profit of the plan minus
     that of doing nothing, under latent truth (myopic: later effects through fatigue, opt-outs,
@@ -84,7 +92,7 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
     sc = model.scenario
     of, pm = sc.offers, sc.purchase
     n = s.n
-    mk = marketing_effect(model, s, plan, market, keep_base=treatment_effect)
+    mk = marketing_effect(model, s, plan, market, keep_base=treatment_effect, creative=creative)
     rows, c = mk.contacted, mk.channel
 
     fee_rows = np.flatnonzero(s.alive) if pm.subscription_fee > 0 else None
@@ -196,6 +204,8 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
     s.offer_bits[offered] |= np.uint8(1)
     s.last_offer[offered] = s.week[offered]
     s.redeem_bits[redeemed] |= np.uint8(1)
+    if mk.creative is not None:  # wear-out memory (before the week counter moves on)
+        expose(s.creative_ids, s.creative_stock, s.creative_last, s.week, rows, mk.creative)
 
     s.ref_price *= F4(of.ref_recovery)
     s.ref_price += F4(1 - of.ref_recovery)
@@ -235,6 +245,14 @@ def transition(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
         outcome.discount_cost[cv] += cv_given
         outcome.profit[cv] += cv_net - cv_cogs
     outcome.orders_offline = orders_offline
+    if model.catalogue is not None:
+        outcome.creative_id = np.full(n, NO_CREATIVE, np.int32)
+        outcome.creative_match = np.zeros(n, F4)
+        outcome.creative_wear = np.ones(n, F4)
+        if mk.creative is not None:
+            outcome.creative_id[rows] = mk.creative.ids
+            outcome.creative_match[rows] = mk.creative.match
+            outcome.creative_wear[rows] = mk.creative.wear
     if alive_before is not None:
         outcome.treatment_effect = _treatment_effect(
             model, s, mk, rate, market, alive_before, outcome, prospect_log_dense)
@@ -376,7 +394,8 @@ def _gain(model: CompiledScenario, s: PopulationState, mk: Marketing, rate: np.n
 
 
 def expected_myopic_profit(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
-                           market: MarketWeek = NO_MARKET) -> np.ndarray:
+                           market: MarketWeek = NO_MARKET,
+                           creative: np.ndarray | None = None) -> np.ndarray:
     """Expected profit this week of ``plan`` (3, n) under latent truth (for oracles and regret).
 
     Expected orders = alive × effective rate (the drop-out truncation min(N, G) is ignored: it
@@ -386,7 +405,7 @@ def expected_myopic_profit(model: CompiledScenario, s: PopulationState, plan: np
     """
     sc = model.scenario
     pm = sc.purchase
-    mk = marketing_effect(model, s, plan, market)
+    mk = marketing_effect(model, s, plan, market, creative=creative)
     value = pm.p / s.spend_rate.astype(np.float64)
     gm = pm.gross_margin
     orders = np.exp(mk.log_mult.astype(np.float64)) * s.rate * s.alive

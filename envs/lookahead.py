@@ -93,17 +93,19 @@ def lookahead_values(sim: Simulator, candidates: np.ndarray, continuation: Conti
     d = weekly_discount(annual_discount_rate)
     n = sim.n
     cand = np.asarray(candidates)
+    W = sim.action_width  # 3, or 4 with a creative catalogue
     if cand.ndim == 2:
         cand = np.broadcast_to(cand, (n, *cand.shape))
-    if cand.ndim != 3 or cand.shape[0] != n or cand.shape[2] != 3 or cand.shape[1] < 1:
-        raise ValueError(f"candidates must have shape (K, 3) or ({n}, K, 3) with K >= 1, got {np.shape(candidates)}")
+    if cand.ndim != 3 or cand.shape[0] != n or cand.shape[2] != W or cand.shape[1] < 1:
+        raise ValueError(f"candidates must have shape (K, {W}) or ({n}, K, {W}) with K >= 1, got "
+                         f"{np.shape(candidates)}")
     K = cand.shape[1]
     reps = K * samples
     sample_of = np.repeat(np.arange(samples, dtype=np.uint32), K * n)
     rs = _rollout_sim(sim, reps, seed, sample_of)
     m = rs.n
     # copy-major layout: row r = (sample, candidate, customer) = (r // (K n), (r // n) % K, r % n)
-    first = np.tile(cand.transpose(1, 0, 2).reshape(K * n, 3), (samples, 1))
+    first = np.tile(cand.transpose(1, 0, 2).reshape(K * n, W), (samples, 1))
     value = np.zeros(m)
     w = np.ones(m) if weighted_survival else None
     active = ~rs.unreachable() & ~rs.at_horizon()
@@ -113,11 +115,11 @@ def lookahead_values(sim: Simulator, candidates: np.ndarray, continuation: Conti
         else:
             obs = rs.observe()
             actions = np.asarray(continuation(obs, rs.action_mask()))
-            if actions.shape != (m, 3):
-                raise ValueError(f"continuation returned shape {actions.shape}, expected ({m}, 3)")
+            if actions.shape != (m, W):
+                raise ValueError(f"continuation returned shape {actions.shape}, expected ({m}, {W})")
             actions = np.where(active[:, None], actions, 0)
         w_start = None if w is None else w.copy()
-        out = rs.step(rs.check_action(actions), survival=w)
+        out = rs.step(rs.check_action(actions), survival=w, creative=rs.creative_ids(actions))
         profit = out.profit.astype(np.float64)
         if w_start is not None:  # what a purchase brings counts if alive; costs are paid anyway
             costs = out.contact_cost.astype(np.float64) + out.media_cost + out.mass_media_cost

@@ -28,6 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from rapport.envs.creative import Catalogue, CreativeEffect, creative_effect, scenario_catalogue
 from rapport.envs.scenario import Scenario
 from rapport.envs.state import RESPONSE_CAP, PopulationState, effective_tastes
 
@@ -55,10 +56,17 @@ class CompiledScenario:
     spend: np.ndarray  # (S,) $ per person per week
     hill: np.ndarray  # (S,) Hill saturation H(spend)
     mean_dropout: float  # population mean of p_drop: a / (a + b)
+    catalogue: Catalogue | None = None  # creatives (scenario.creative.count >= 1), else None
 
     @property
     def nvec(self) -> tuple[int, int, int]:
+        """Sizes of the plan's dimensions (channel, offer, spend level)."""
         return (self.n_channels + 1, len(self.offer_discount), len(self.spend))
+
+    @property
+    def action_nvec(self) -> tuple[int, ...]:
+        """Sizes of the action's dimensions: ``nvec`` and, with a catalogue, its size."""
+        return self.nvec if self.catalogue is None else (*self.nvec, self.catalogue.count)
 
 
 @lru_cache(maxsize=64)
@@ -91,6 +99,7 @@ def compile_scenario(scenario: Scenario) -> CompiledScenario:
         spend=spend,
         hill=hill.astype(F4),
         mean_dropout=pm.a / (pm.a + pm.b),
+        catalogue=scenario_catalogue(scenario),
     )
 
 
@@ -126,6 +135,7 @@ class Marketing:
     # dense passes then): channel and offer codes (n,) int8, 0 where no contact was delivered.
     channel_code: np.ndarray | None = None
     offer_code: np.ndarray | None = None
+    creative: CreativeEffect | None = None  # match and wear-out of contacted rows (catalogue on)
 
 
 def dense(count: int, n: int) -> bool:
@@ -161,11 +171,16 @@ def as_plan(action: np.ndarray, nvec: np.ndarray) -> np.ndarray:
 
 
 def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarray,
-                     market: MarketWeek = NO_MARKET, keep_base: bool = False) -> Marketing:
+                     market: MarketWeek = NO_MARKET, keep_base: bool = False,
+                     creative: np.ndarray | None = None) -> Marketing:
     """Effect of ``plan`` (3, n) int8 on this week's purchase rate, from the current state.
 
     ``keep_base``: also return the log multiplier of doing nothing (for treatment effects).
+    ``creative``: (n,) int32 creative ids (``action[:, 3]``), required with a catalogue.
     """
+    if model.catalogue is not None and creative is None:
+        raise ValueError("this scenario has a creative catalogue (creative.count >= 1): the action "
+                         "needs its 4th column action[:, 3], the creative id")
     sc = model.scenario
     of = sc.offers
     n = s.n
@@ -249,6 +264,9 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
             creep[personalized] = c_p
             lift[personalized] *= mult
             log_mult[pr] -= F4(sc.privacy.reactance) * c_p
+    eff = None
+    if model.catalogue is not None and rows.size:
+        eff, creep = _creative_terms(model, s, rows, creative[rows], lift, log_mult, creep)
     log_mult[rows] += lift
 
     level = plan[2]
@@ -263,7 +281,7 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
     if mrows.size:
         log_mult[mrows] += s.media_response[mrows] * model.hill[mlevel]
     mk = Marketing(log_mult, rows, c, flat, f_before, offer, discount, mrows, mlevel, creep, base,
-                   offset)
+                   offset, creative=eff)
     if dense(rows.size, n):  # int8 × bool: the code where reached, else 0 (exact)
         mk.channel_code = chan * reach
         mk.offer_code = plan[1] * reach
@@ -285,6 +303,31 @@ def select(mask: np.ndarray, values: np.ndarray, fill: float = 0.0) -> np.ndarra
     else:
         bits &= values.view(np.uint32)
     return bits.view(F4)
+
+
+def _creative_terms(model: CompiledScenario, s: PopulationState, rows: np.ndarray, ids: np.ndarray,
+                    lift: np.ndarray, log_mult: np.ndarray, creep: np.ndarray | None
+                    ) -> tuple[CreativeEffect, np.ndarray | None]:
+    """Scale the contact ``lift`` (k,) of ``rows`` by the creative's match and wear-out and, with
+    privacy on, its creepiness (in place, :mod:`rapport.envs.creative`); returns the effect and
+    the contacts' creepiness (offer + creative)."""
+    sc = model.scenario
+    cm = sc.creative
+    eff = creative_effect(model.catalogue, cm.match_strength, cm.wear_rate, s.creative_taste,
+                          s.creative_ids, s.creative_stock, s.creative_last, s.week, rows, ids)
+    mult = eff.log_mult.copy()
+    if sc.privacy.enabled:
+        pv = sc.privacy
+        c_c = model.catalogue.creep_scale[ids] * (F4(1.0) - s.trust[rows])
+        c_c *= F4(1.0 - pv.control)
+        c_c /= F4(1.0) + s.T[rows] * F4(1.0 / pv.familiarity_weeks)
+        mult -= c_c
+        log_mult[rows] -= F4(pv.reactance) * c_c
+        creep = c_c if creep is None else creep + c_c
+    np.exp(mult, out=mult)
+    lift *= mult
+    np.minimum(lift, F4(RESPONSE_CAP), out=lift)
+    return eff, creep
 
 
 def _creepiness(model: CompiledScenario, s: PopulationState, rows: np.ndarray, offer: np.ndarray,

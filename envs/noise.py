@@ -58,6 +58,7 @@ class Mechanism(IntEnum):
     INIT_ONLINE_COUNT = 56
     INIT_ONLINE_LAST = 57  # draw 0: position of the last online purchase, 1: its time
     INIT_ONLINE_SPEND = 58
+    INIT_CREATIVE_TASTE = 59  # Box-Muller pairs: draws 2j, 2j+1 (issue 15)
     # issue 3 mechanisms (weekly)
     PROSPECT_CONVERT = 120
     PROSPECT_SPEND = 121  # Marsaglia-Tsang draws

@@ -208,7 +208,7 @@ class PopulationEnv(VectorEnv):
         self.num_envs = self.sim.n
         low, high = observation_bounds(self.sim.model)
         self.single_observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.single_action_space = spaces.MultiDiscrete(self.sim.model.nvec)
+        self.single_action_space = spaces.MultiDiscrete(self.sim.action_nvec)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.kpis = EpisodeKPIs(self.sim.model.n_channels)
@@ -235,6 +235,26 @@ class PopulationEnv(VectorEnv):
     @property
     def channel_costs(self) -> tuple[float, ...]:
         return tuple(c.cost for c in self.sim.scenario.channels)
+
+    @property
+    def creative_embeddings(self) -> np.ndarray:
+        """(count, D) float32, read-only: the catalogue's embeddings (the firm knows its
+        creatives); shape (0, 0) without a catalogue."""
+        cat = self.sim.model.catalogue
+        return np.zeros((0, 0), np.float32) if cat is None else cat.embeddings
+
+    @property
+    def creative_feature_names(self) -> tuple[str, ...]:
+        """Names of the D embedding columns (empty without a catalogue)."""
+        cat = self.sim.model.catalogue
+        return () if cat is None else cat.feature_names
+
+    @property
+    def creative_attributes(self) -> dict[str, np.ndarray]:
+        """Attribute name -> (count,) int levels (``theme, category, imagery, tone,
+        explicitness``; explicitness indexes ``EXPLICITNESS_LEVELS``); empty without a catalogue."""
+        cat = self.sim.model.catalogue
+        return {} if cat is None else dict(cat.attributes)
 
     @property
     def offer_discounts(self) -> tuple[float, ...]:
@@ -290,6 +310,7 @@ class PopulationEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("call reset() before step()")
         plan = self.sim.check_action(actions)
+        creative = self.sim.creative_ids(actions)
         n = self.num_envs
         if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._needs_reset.all():
             self.reset()  # every row was done (the horizon): a pure reset step, reward 0
@@ -301,7 +322,8 @@ class PopulationEnv(VectorEnv):
         restart = np.flatnonzero(self._needs_reset)
         if restart.size:  # rows done last step: their action is ignored, reward 0
             plan[:, restart] = 0
-        out = self.sim.step(plan, treatment_effect=self.include_latent and self.treatment_effect)
+        out = self.sim.step(plan, treatment_effect=self.include_latent and self.treatment_effect,
+                            creative=creative)
         if restart.size:
             self._zero_rows(out, restart)
             self.sim.state.episode[restart] += 1

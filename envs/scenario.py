@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from rapport.envs.creative import CreativeModel
 from rapport.envs.mechanism_params import (  # noqa: F401  (re-exported: the scenario's parts)
     CHANNELS,
     DROPOUT_PROCESSES,
@@ -65,6 +66,9 @@ class Scenario:
     """Creepiness backlash of personalized messages, and trust."""
     omnichannel: OmnichannelModel = field(default_factory=OmnichannelModel)
     """Online vs store purchases and what the firm sees of them."""
+    creative: CreativeModel = field(default_factory=CreativeModel)
+    """Creative catalogue, taste for it and wear-out (:mod:`rapport.envs.creative`); off
+    (``count = 0``) by default."""
     initial_tenure_weeks: tuple[float, float] = (0.0, 104.0)
     """At reset, each customer's tenure (weeks since first purchase) is uniform on this range and
     their history over it is drawn exactly from the purchase model; (0, 0) = a fresh cohort that
@@ -87,7 +91,12 @@ class Scenario:
         return CHANNELS
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested dict of every field. ``creative`` is left out while it is the default (off), so
+        the dict, saved files and digests of every scenario without a catalogue stay as before."""
+        data = dataclasses.asdict(self)
+        if self.creative == CreativeModel():
+            del data["creative"]
+        return data
 
     def save(self, path: str | Path) -> Path:
         """Write the scenario as JSON; :func:`load_scenario` reads it back."""
@@ -131,7 +140,7 @@ def _sub(cls: type, data: Any, where: str) -> Any:
 _SUBMODELS: dict[str, type] = {
     "purchase": PurchaseModel, "offers": OfferModel, "media": MediaModel,
     "mass_media": MassMediaModel, "prospects": ProspectModel, "drift": DriftModel,
-    "privacy": PrivacyModel, "omnichannel": OmnichannelModel,
+    "privacy": PrivacyModel, "omnichannel": OmnichannelModel, "creative": CreativeModel,
 }
 
 
@@ -240,7 +249,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 __all__ = [
-    "CHANNELS", "DROPOUT_PROCESSES", "EXPLICITNESS_LEVELS", "ChannelModel", "DriftModel",
+    "CHANNELS", "CreativeModel", "DROPOUT_PROCESSES", "EXPLICITNESS_LEVELS", "ChannelModel", "DriftModel",
     "MassMediaModel", "MediaModel", "OfferModel", "OmnichannelModel", "PRESETS", "PrivacyModel",
     "ProspectModel", "PurchaseModel", "Scenario", "default_channels", "get_scenario",
     "load_scenario", "replace",

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from rapport.envs import observation as obs_mod
+from rapport.envs.creative import check_creative_column
 from rapport.envs.dynamics import (
     CompiledScenario,
     Outcome,
@@ -49,7 +50,8 @@ class Simulator:
         self.state.customer_id[:] = np.arange(self.n, dtype=np.int64) + int(customer_offset)
         self.seed: int | None = None
         self.alive_prob = np.ones(self.n, np.float32)
-        self.nvec = np.array(self.model.nvec, dtype=np.int64)
+        self.nvec = np.array(self.model.nvec, dtype=np.int64)  # the plan's (channel, offer, spend)
+        self.action_nvec = np.array(self.model.action_nvec, dtype=np.int64)  # + catalogue size
         self.market = Market(self.scenario)
 
     # ---- episodes ----------------------------------------------------------------------
@@ -83,21 +85,46 @@ class Simulator:
             self.state.stage[rows] = sub.stage
 
     # ---- one week ------------------------------------------------------------------------
+    @property
+    def action_width(self) -> int:
+        """Columns of an action: 3, or 4 with a creative catalogue."""
+        return int(self.action_nvec.size)
+
     def check_action(self, action: Any) -> np.ndarray:
-        """Validate a (n, 3) integer action array; return it as a (3, n) int8 plan."""
+        """Validate a (n, 3) integer action array — (n, 4) with a creative catalogue, whose
+        4th column :meth:`creative_ids` reads — and return its first three columns as a (3, n)
+        int8 plan."""
         a = np.asarray(action)
+        if self.model.catalogue is not None:
+            if a.shape != (self.n, 4):
+                missing = " (the 4th column, action[:, 3] = creative id, is missing)" \
+                    if a.shape == (self.n, 3) else ""
+                raise ValueError(
+                    f"action must have shape ({self.n}, 4) = (customers, [channel, offer, spend level, "
+                    f"creative]) with a creative catalogue of {self.model.catalogue.count}, got "
+                    f"{a.shape}{missing}")
+            return as_plan(a[:, :3], self.nvec)
         if a.shape != (self.n, 3):
             raise ValueError(
                 f"action must have shape ({self.n}, 3) = (customers, [channel, offer, spend level]), "
                 f"got {a.shape}")
         return as_plan(a, self.nvec)
 
+    def creative_ids(self, action: Any) -> np.ndarray | None:
+        """The creative column ``action[:, 3]`` as (n,) int32 ids (validated against the
+        catalogue), or None without a catalogue. Call after :meth:`check_action`."""
+        if self.model.catalogue is None:
+            return None
+        return check_creative_column(np.asarray(action)[:, 3], self.model.catalogue.count)
+
     def step(self, plan: np.ndarray, treatment_effect: bool = False,
-             survival: np.ndarray | None = None) -> Outcome:
+             survival: np.ndarray | None = None, creative: np.ndarray | None = None) -> Outcome:
         """One week under a plan from :meth:`check_action` (``treatment_effect``: also compute
         each row's true myopic treatment effect; ``survival``: weight drop-out instead of
-        sampling it — see :func:`rapport.envs.dynamics.transition`)."""
-        out = transition(self.model, self.state, plan, self.market.step(), treatment_effect, survival)
+        sampling it; ``creative``: the ids from :meth:`creative_ids` — see
+        :func:`rapport.envs.dynamics.transition`)."""
+        out = transition(self.model, self.state, plan, self.market.step(), treatment_effect, survival,
+                         creative)
         self.alive_prob = obs_mod.p_alive(self.model, self.state)
         seen = out.orders > 0 if out.orders_offline is None or self.scenario.omnichannel.observe_offline \
             else out.orders > out.orders_offline
@@ -121,7 +148,7 @@ class Simulator:
     def expected_myopic_profit(self, action: np.ndarray) -> np.ndarray:
         """Latent-truth expected profit of ``action`` this week, per customer (oracle/regret)."""
         return expected_myopic_profit(self.model, self.state, self.check_action(action),
-                                      self.market.preview())
+                                      self.market.preview(), self.creative_ids(action))
 
     def info(self, out: Outcome | None, include_latent: bool = True) -> dict[str, Any]:
         """Per-customer info arrays: reward components, KPIs, the action mask, latent truth."""
@@ -134,6 +161,9 @@ class Simulator:
                 opted_out=out.opted_out, converted=out.converted)
             if out.orders_offline is not None:
                 info["orders_offline"] = out.orders_offline
+            if out.creative_id is not None:
+                info["creative"] = {"id": out.creative_id, "match": out.creative_match,
+                                    "wear": out.creative_wear}
         info["market"] = self.market.summary()
         if include_latent:
             s = self.state

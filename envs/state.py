@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from rapport.envs import noise
+from rapport.envs import creative, noise
 from rapport.envs.noise import Mechanism as M
 from rapport.envs.samplers import (
     beta_exact,
@@ -72,6 +72,11 @@ class PopulationState:
     taste_drift: np.ndarray  # (K, n) float32 — OU log-taste deviations (drift.preference_sigma > 0)
     trust: np.ndarray  # (n,) float32 — privacy tolerance in [0, 1] (privacy.enabled)
     online_share: np.ndarray  # (n,) float32 — share of orders made online (omnichannel.enabled)
+    # creative catalogue (creative.count >= 1; rapport.envs.creative):
+    creative_taste: np.ndarray  # (A, n) float16 — latent taste in attribute form q = Pᵀt
+    creative_ids: np.ndarray  # (K, n) int32 — creatives in the wear-out memory, -1 = empty slot
+    creative_stock: np.ndarray  # (K, n) float16 — their exposure stocks at creative_last
+    creative_last: np.ndarray  # (n,) int16 — row week of the last creative exposure, or NEVER
 
     @property
     def n(self) -> int:
@@ -117,6 +122,7 @@ def allocate(scenario: Scenario, n: int) -> PopulationState:
         taste_drift=z((K, n if scenario.drift.preference_sigma > 0 else 0), f4),
         trust=z(n if scenario.privacy.enabled else 0, f4),
         online_share=z(n if scenario.omnichannel.enabled else 0, f4),
+        **creative.state_arrays(scenario.creative, K, n),
     )
 
 
@@ -250,6 +256,12 @@ def draw_customers(scenario: Scenario, state: PopulationState, rows: np.ndarray,
     g = np.stack([taste(u64(M.INIT_CATEGORY + k)) for k in range(K)])
     g = np.maximum(g, 1e-30)
     state.category_pref[:, sel] = g / g.sum(axis=0)
+    cat = creative.scenario_catalogue(scenario)
+    if cat is not None:  # taste from the row's own noise and its (base) category tastes
+        state.creative_taste[:, sel] = creative.draw_tastes(cat, key, state.category_pref[:, sel])
+        state.creative_ids[:, sel] = creative.NO_CREATIVE
+        state.creative_stock[:, sel] = 0
+        state.creative_last[sel] = creative.NEVER
 
     state.fatigue[:, sel] = 0
     state.contact_bits[:, sel] = 0

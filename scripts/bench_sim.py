@@ -19,6 +19,12 @@ to a 5-mechanism numpy reference (:class:`NumpyReference`: BG/NBD purchases and 
 Gamma-Gamma spend, channel fatigue and opt-outs, on ``numpy.random.Generator`` draws, the
 vectorisation pattern of docs/customer-model.md §1) under the same actions; the reset of the
 largest population is timed too. ``--targets-only`` skips the rest.
+
+Creative catalogue (``--creatives N``, issue 15): the ``--targets`` section also times retail
+with a catalogue of N creatives (``creative.count = N``) under uniformly random actions, the
+creative column included (median of ``--repeats``), next to the same run without creatives, and
+reports the creative state per customer (target: >= 5 M customer-steps/s at 10^6 customers with
+10^4 creatives, creative state <= 64 bytes per customer).
 """
 
 from __future__ import annotations
@@ -114,8 +120,17 @@ def time_reference(n: int, weeks: int, plan) -> float:
     return n * weeks / (time.perf_counter() - t0)
 
 
-def time_population(n: int, weeks: int, plan, copy_obs: bool = True, scenario: str = "retail",
-                    treatment_effect: bool = True) -> tuple[float, float, float]:
+def creative_bytes_per_customer(env) -> float:
+    """Bytes of creative state (taste, wear-out memory) per customer."""
+    s = env.sim.state
+    return sum(getattr(s, f).nbytes for f in ("creative_taste", "creative_ids", "creative_stock",
+                                               "creative_last")) / env.num_envs
+
+
+def time_population(n: int, weeks: int, plan, copy_obs: bool = True,
+                    scenario: str | envs.Scenario = "retail",
+                    treatment_effect: bool = True, creative_bytes: list | None = None
+                    ) -> tuple[float, float, float]:
     """(customer-steps/s, reset seconds, state bytes per customer)."""
     rng = np.random.default_rng(0)
     env = envs.PopulationEnv(num_envs=n, scenario=scenario, horizon=weeks + 5, include_latent=True,
@@ -130,6 +145,8 @@ def time_population(n: int, weeks: int, plan, copy_obs: bool = True, scenario: s
     for t in range(weeks):
         env.step(actions[t % len(actions)])
     dt = time.perf_counter() - t0
+    if creative_bytes is not None:
+        creative_bytes.append(creative_bytes_per_customer(env))
     return n * weeks / dt, reset_s, env.state_bytes_per_customer()
 
 
@@ -157,9 +174,14 @@ def main() -> None:
     ap.add_argument("--targets-only", action="store_true", help="only the --targets section")
     ap.add_argument("--target-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--repeats", type=int, default=3, help="runs per --targets figure (median)")
+    ap.add_argument("--creatives", type=int, default=0,
+                    help="also time --targets with a catalogue of this many creatives (issue 15)")
+    ap.add_argument("--creatives-only", action="store_true",
+                    help="with --targets-only and --creatives: skip the reference and no-action rows")
     args = ap.parse_args()
     if args.targets_only:
-        print(json.dumps(respawn_targets(args.target_sizes, args.weeks, args.repeats)))
+        print(json.dumps(respawn_targets(args.target_sizes, args.weeks, args.repeats,
+                                         args.creatives, args.creatives_only)))
         return
 
     rows = []
@@ -207,15 +229,47 @@ def main() -> None:
                     "state_bytes_per_customer": 200},
     }
     if args.targets:
-        result["respawn_targets"] = respawn_targets(args.target_sizes, args.weeks, args.repeats)
+        result["respawn_targets"] = respawn_targets(args.target_sizes, args.weeks, args.repeats,
+                                                    args.creatives)
     print(json.dumps(result))
 
 
-def respawn_targets(sizes: list[int], weeks: int, repeats: int) -> dict:
+def creative_targets(sizes: list[int], weeks: int, repeats: int, creatives: int) -> dict:
+    """Median customer-steps/s with uniformly random actions (creative column included) on
+    retail with ``creatives`` creatives, and without a catalogue, run alternately."""
+    med = statistics.median
+    scenario = envs.get_scenario("retail", creative={"count": creatives})
+    out: dict = {"creatives": creatives, "sizes": {}}
+    print(f"{'customers':>10} {'creatives':>9} {'with/s':>12} {'without/s':>12} {'ratio':>6} "
+          f"{'creative B':>10} {'state B':>8}")
+    for n in sizes:
+        with_c, without, nbytes = [], [], []
+        for _ in range(repeats):
+            with_c.append(time_population(n, weeks, uniform_plan, scenario=scenario,
+                                          creative_bytes=nbytes))
+            without.append(time_population(n, weeks, uniform_plan))
+        rate, base = med(r[0] for r in with_c), med(r[0] for r in without)
+        out["sizes"][str(n)] = {
+            "customer_steps_per_s": rate, "without_creatives_steps_per_s": base,
+            "ratio": rate / base, "creative_state_bytes_per_customer": nbytes[0],
+            "state_bytes_per_customer": with_c[0][2], "reset_s": med(r[1] for r in with_c),
+            "all_customer_steps_per_s": [r[0] for r in with_c],
+            "all_without_creatives_steps_per_s": [r[0] for r in without]}
+        print(f"{n:>10,} {creatives:>9,} {rate:>12,.0f} {base:>12,.0f} {rate / base:>6.2f} "
+              f"{nbytes[0]:>10.0f} {with_c[0][2]:>8.0f}")
+    out["targets"] = {"customer_steps_per_s_at_1e6_with_1e4_creatives": 5e6,
+                      "creative_state_bytes_per_customer": 64}
+    return out
+
+
+def respawn_targets(sizes: list[int], weeks: int, repeats: int, creatives: int = 0,
+                    creatives_only: bool = False) -> dict:
     """Median customer-steps/s with random and no actions vs the numpy reference, and the reset
     time of the largest population (issue 17 targets: >= 0.4x with random actions, reset of 10^6
-    customers <= 1 s)."""
+    customers <= 1 s); with ``creatives``, :func:`creative_targets` too."""
     med = statistics.median
+    if creatives_only and creatives:
+        return {"creative": creative_targets(sizes, weeks, repeats, creatives)}
     out: dict = {"sizes": {}, "repeats": repeats}
     print(f"{'customers':>10} {'policy':>8} {'rapport/s':>12} {'reference/s':>12} {'ratio':>6} "
           f"{'reset s':>8}")
@@ -242,6 +296,8 @@ def respawn_targets(sizes: list[int], weeks: int, repeats: int) -> dict:
     out["all_reset_s_at_max_n"] = resets
     out["targets"] = {"uniform_ratio": 0.4, "reset_s_at_1e6": 1.0}
     print(f"reset of {n_max:,} customers: {out['reset_s_at_max_n']:.2f} s (median of {repeats})")
+    if creatives:
+        out["creative"] = creative_targets(sizes, weeks, repeats, creatives)
     return out
 
 
