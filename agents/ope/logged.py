@@ -22,11 +22,14 @@ column                type                        meaning
 ``reward``            float64                     the week's profit (or whatever reward was logged)
 ``action_dist``       fixed list<float64>[K]      optional: full joint distribution of the logger
 ``action_mask``       fixed list<bool>[sum(nvec)] optional: per-dimension masks concatenated
+``creative``          int64                       optional: creative shown (−1 = none), 0..C−1
 ====================  ==========================  ==================================================
 
 File metadata (key ``rapport.logged_feedback``, JSON) holds ``feature_names``, ``nvec`` and any
 free-form ``metadata`` (policy, scenario, seed...). A file without it can still be read when the
-caller supplies ``feature_names`` and ``nvec``.
+caller supplies ``feature_names`` and ``nvec``. A log with a ``creative`` column carries the
+catalogue its ids index (:class:`rapport.agents.ope.catalogue.CreativeCatalogue`, in the metadata
+key ``rapport.creative_catalogue``), or the reader passes it; logs without creatives are as before.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rapport.agents.ope.catalogue import CATALOGUE_KEY, CreativeCatalogue, InvalidCatalogueError
 from rapport.agents.protocol import DecisionSchema
 
 ACTION_COLUMNS = ("channel", "offer", "spend_level")
@@ -48,7 +52,7 @@ ACTION_COLUMNS = ("channel", "offer", "spend_level")
 KEY_COLUMNS = ("customer_id", "episode", "week")
 REQUIRED_COLUMNS = ("customer_id", "week", *ACTION_COLUMNS, "propensity", "reward")
 """Columns every logged-feedback file must have (besides one column per feature)."""
-OPTIONAL_COLUMNS = ("episode", "action", "action_dist", "action_mask")
+OPTIONAL_COLUMNS = ("episode", "action", "action_dist", "action_mask", "creative")
 RESERVED_COLUMNS = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
 METADATA_KEY = b"rapport.logged_feedback"
 DIST_TOLERANCE = 1e-6
@@ -120,6 +124,10 @@ class LoggedFeedback:
     """(n, sum(nvec)) bool mask the logging policy was given, optional."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     """Free-form, JSON-serialisable provenance (policy, scenario, seed, ...)."""
+    creative: np.ndarray | None = None
+    """(n,) int64 creative shown with the contact, −1 where none; needs ``catalogue``."""
+    catalogue: CreativeCatalogue | None = None
+    """The creative catalogue ``creative`` indexes (attributes and/or embeddings), optional."""
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -156,6 +164,20 @@ class LoggedFeedback:
             put(self, "action_dist", self._check_dist(n))
         self._check_unique_keys()
         put(self, "metadata", dict(self.metadata))
+        if self.creative is not None or self.catalogue is not None:
+            put(self, "creative", self._check_creative(n))
+
+    def _check_creative(self, n: int) -> np.ndarray:
+        if self.catalogue is None:
+            raise InvalidFeedbackError("column 'creative' needs the catalogue its ids index: pass catalogue=")
+        if self.creative is None:
+            raise InvalidFeedbackError("a catalogue was given without the 'creative' column (the ids shown)")
+        if not isinstance(self.catalogue, CreativeCatalogue):
+            raise InvalidFeedbackError(f"catalogue must be a CreativeCatalogue, got {type(self.catalogue).__name__}")
+        try:
+            return self.catalogue.check_ids(self.creative, n)
+        except InvalidCatalogueError as exc:
+            raise InvalidFeedbackError(str(exc)) from exc
 
     # ---- checks ---------------------------------------------------------------------------
     def _check_context(self, n: int) -> np.ndarray:
@@ -269,7 +291,7 @@ class LoggedFeedback:
                        context=self.context[rows], actions=self.actions[rows],
                        propensity=self.propensity[rows], reward=self.reward[rows],
                        episode=self.episode[rows], action_dist=take(self.action_dist),
-                       action_mask=take(self.action_mask))
+                       action_mask=take(self.action_mask), creative=take(self.creative))
 
     @classmethod
     def concat(cls, parts: Sequence[LoggedFeedback]) -> LoggedFeedback:
@@ -280,8 +302,11 @@ class LoggedFeedback:
         for p in parts[1:]:
             if p.feature_names != first.feature_names or p.nvec != first.nvec:
                 raise InvalidFeedbackError("cannot concatenate logs with different feature_names or nvec")
-        opt = {}
-        for name in ("action_dist", "action_mask"):
+        opt: dict[str, Any] = {}
+        if first.catalogue is not None and any(p.catalogue is None or not p.catalogue.same_as(first.catalogue)
+                                               for p in parts[1:]):
+            raise InvalidFeedbackError("cannot concatenate logs with different creative catalogues")
+        for name in ("action_dist", "action_mask", "creative"):
             present = [getattr(p, name) is not None for p in parts]
             if any(present) and not all(present):
                 raise InvalidFeedbackError(f"{name} is present in some parts and not others")
@@ -290,10 +315,12 @@ class LoggedFeedback:
             return np.concatenate([getattr(p, name) for p in parts])
         return cls(first.feature_names, first.nvec, cat("customer_id"), cat("week"), cat("context"),
                    cat("actions"), cat("propensity"), cat("reward"), episode=cat("episode"),
-                   metadata=first.metadata, **opt)
+                   metadata=first.metadata, catalogue=first.catalogue, **opt)
 
     # ---- Parquet --------------------------------------------------------------------------
-    def to_arrow(self) -> pa.Table:
+    def to_arrow(self, *, copy_catalogue: bool = True) -> pa.Table:
+        """The Parquet layout; ``copy_catalogue=False`` stores only the catalogue's size and
+        fingerprint (a reference: the reader passes the catalogue)."""
         cols: dict[str, pa.Array] = {
             "customer_id": pa.array(self.customer_id), "episode": pa.array(self.episode),
             "week": pa.array(self.week)}
@@ -310,33 +337,41 @@ class LoggedFeedback:
         if self.action_mask is not None:
             cols["action_mask"] = pa.FixedSizeListArray.from_arrays(
                 pa.array(self.action_mask.ravel()), self.action_mask.shape[1])
-        meta = {"feature_names": list(self.feature_names), "nvec": list(self.nvec),
-                "metadata": dict(self.metadata)}
-        return pa.table(cols).replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
+        meta: dict[str, Any] = {"feature_names": list(self.feature_names), "nvec": list(self.nvec),
+                                "metadata": dict(self.metadata)}
+        schema_meta = {}
+        if self.catalogue is not None:
+            cols["creative"] = pa.array(self.creative)
+            meta["creative_catalogue"] = {"count": self.catalogue.count, "sha256": self.catalogue.fingerprint()}
+            if copy_catalogue:
+                schema_meta[CATALOGUE_KEY] = self.catalogue.to_bytes()
+        schema_meta[METADATA_KEY] = json.dumps(meta).encode()
+        return pa.table(cols).replace_schema_metadata(schema_meta)
 
-    def write_parquet(self, path: str | Path) -> Path:
+    def write_parquet(self, path: str | Path, *, copy_catalogue: bool = True) -> Path:
         """Write the record (with its schema metadata) to ``path``; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(self.to_arrow(), path)
+        pq.write_table(self.to_arrow(copy_catalogue=copy_catalogue), path)
         return path
 
     @classmethod
     def read_parquet(cls, path: str | Path, *, feature_names: Sequence[str] | None = None,
-                     nvec: Sequence[int] | None = None) -> LoggedFeedback:
+                     nvec: Sequence[int] | None = None, catalogue: CreativeCatalogue | None = None) -> LoggedFeedback:
         """Read and validate a logged-feedback file (see :func:`feedback_from_arrow`)."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no logged-feedback file at {path}")
-        return feedback_from_arrow(pq.read_table(path), feature_names=feature_names, nvec=nvec)
+        return feedback_from_arrow(pq.read_table(path), feature_names=feature_names, nvec=nvec, catalogue=catalogue)
 
 
 def feedback_from_arrow(table: pa.Table, *, feature_names: Sequence[str] | None = None,
-                        nvec: Sequence[int] | None = None) -> LoggedFeedback:
+                        nvec: Sequence[int] | None = None, catalogue: CreativeCatalogue | None = None) -> LoggedFeedback:
     """Validate an Arrow table against the schema and build a :class:`LoggedFeedback`.
 
     ``feature_names`` / ``nvec`` come from the file's metadata; when given here too they must
-    agree with it, and they are required for a file written without the metadata.
+    agree with it, and they are required for a file written without the metadata. Likewise
+    ``catalogue`` for a file with a ``creative`` column: the file's copy, else the one given.
     """
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     meta = json.loads(raw) if raw else {}
@@ -363,6 +398,11 @@ def feedback_from_arrow(table: pa.Table, *, feature_names: Sequence[str] | None 
         if name in table.column_names:
             flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
             extra[name] = flat.reshape(n, -1) if n else flat.reshape(0, 0)
+    if "creative" in table.column_names:
+        extra["creative"] = col("creative")
+        extra["catalogue"] = _file_catalogue(table, meta, catalogue)
+    elif catalogue is not None:
+        raise InvalidFeedbackError("catalogue= was given but the file has no 'creative' column")
     logged = LoggedFeedback(names, sizes, col("customer_id"), col("week"), context, actions,
                             col("propensity"), col("reward"), metadata=meta.get("metadata", {}), **extra)
     if "action" in table.column_names and not np.array_equal(col("action"), logged.action):
@@ -370,6 +410,25 @@ def feedback_from_arrow(table: pa.Table, *, feature_names: Sequence[str] | None 
         raise InvalidFeedbackError(f"column 'action' (joint index) disagrees with "
                                    f"{ACTION_COLUMNS} at row {i} for nvec={logged.nvec}")
     return logged
+
+
+def _file_catalogue(table: pa.Table, meta: Mapping[str, Any], given: CreativeCatalogue | None) -> CreativeCatalogue:
+    raw = (table.schema.metadata or {}).get(CATALOGUE_KEY)
+    try:
+        stored = CreativeCatalogue.from_bytes(raw) if raw is not None else None
+    except InvalidCatalogueError as exc:
+        raise InvalidFeedbackError(str(exc)) from exc
+    if stored is None and given is None:
+        raise InvalidFeedbackError("the file has a 'creative' column but no copy of its catalogue; "
+                                   "pass catalogue=... to read it")
+    cat = stored if stored is not None else given
+    sha = meta.get("creative_catalogue", {}).get("sha256")
+    if sha is not None and cat.fingerprint() != sha:
+        which = "the file's copy of the catalogue" if stored is not None else "catalogue given"
+        raise InvalidFeedbackError(f"{which} is not the catalogue the log was written with (sha256 differs)")
+    if stored is not None and given is not None and not stored.same_as(given):
+        raise InvalidFeedbackError("catalogue given differs from the file's copy")
+    return cat
 
 
 def _agree(name: str, stored: Any, given: Sequence[Any] | None) -> tuple:
