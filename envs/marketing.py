@@ -101,6 +101,7 @@ class MarketWeek:
     customer_lift: float = 0.0  # added to every live customer's log rate (sales + awareness)
     prospect_lift: float = 0.0  # added to every prospect's log conversion hazard (sales + awareness)
     cost_per_row: float = 0.0  # mass-media spend charged to each row, $
+    attention: float = 1.0  # g(A_t): multiplies every contact's lift (rapport.envs.attention)
 
 
 NO_MARKET = MarketWeek()
@@ -249,6 +250,8 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
             creep[personalized] = c_p
             lift[personalized] *= mult
             log_mult[pr] -= F4(sc.privacy.reactance) * c_p
+    if market.attention != 1.0:  # awareness gates attention to the message (rapport.envs.attention)
+        lift *= F4(market.attention)
     log_mult[rows] += lift
 
     level = plan[2]
