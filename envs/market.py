@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from rapport.envs.attention import attention_factor
 from rapport.envs.dynamics import NO_MARKET, MarketWeek
 from rapport.envs.scenario import Scenario
 
@@ -69,6 +70,7 @@ class Market:
             customer_lift=sales + mm.awareness_effect * log_aware,
             prospect_lift=sales + self.scenario.prospects.awareness_elasticity * log_aware,
             cost_per_row=budget,
+            attention=attention_factor(mm, self.awareness),
         )
         return terms, adstock, h
 

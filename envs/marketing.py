@@ -110,6 +110,7 @@ class MarketWeek:
     customer_lift: float = 0.0  # added to every live customer's log rate (sales + awareness)
     prospect_lift: float = 0.0  # added to every prospect's log conversion hazard (sales + awareness)
     cost_per_row: float = 0.0  # mass-media spend charged to each row, $
+    attention: float = 1.0  # g(A_t): multiplies every contact's lift (rapport.envs.attention)
 
 
 NO_MARKET = MarketWeek()
@@ -267,6 +268,8 @@ def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarr
     eff = None
     if model.catalogue is not None and rows.size:
         eff, creep = _creative_terms(model, s, rows, creative[rows], lift, log_mult, creep)
+    if market.attention != 1.0:  # awareness gates attention to the message (rapport.envs.attention)
+        lift *= F4(market.attention)
     log_mult[rows] += lift
 
     level = plan[2]

@@ -306,6 +306,18 @@ class MassMediaModel:
     """Awareness without any advertising (word of mouth, stores); > 0."""
     awareness_effect: float = 0.0
     """η_A: live customers' log rate gets η_A·log(A_t / A_ref) (0.1–0.3 typical; §2.4)."""
+    attention_strength: float = 0.0
+    """s: awareness gates attention to personal messages (:mod:`rapport.envs.attention`): the
+    log-rate lift of every delivered contact is multiplied by g(A_t) = (A_t / attention_reference)^s,
+    so an unknown brand's e-mail is read less. 0 = off (g = 1: every preset calibrated before
+    this mechanism existed keeps it off and is bit-identical). The ``challenger`` and ``incumbent``
+    presets use 1 (an assumption: an elasticity of one, i.e. a contact's lift proportional to
+    awareness; surveys say most recipients decide to open by the sender name, Email Sender and
+    Provider Coalition 2007, but give no elasticity)."""
+    attention_reference: float = 0.70
+    """Awareness at which the channels' contact lifts were calibrated (g = 1 there): Hillstrom's
+    e-mailed customers know the brand; 0.70 is the ``fame`` preset's steady state at its reference
+    budget (an assumption). In (0, 1]."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -325,6 +337,14 @@ class MassMediaModel:
         _check_prob("mass_media", "awareness_floor", self.awareness_floor)
         if self.awareness_floor == 0:
             raise ValueError("mass_media.awareness_floor must be > 0 (awareness enters the rate as a log), got 0")
+        _check_nonneg("mass_media", "attention_strength", self.attention_strength)
+        _check_prob("mass_media", "attention_reference", self.attention_reference)
+        if self.attention_reference == 0:
+            raise ValueError("mass_media.attention_reference must be in (0, 1] (awareness where the contact "
+                             "lifts are calibrated), got 0")
+        if self.attention_strength > 0 and not self.enabled:
+            raise ValueError("mass_media.attention_strength > 0 needs mass_media.enabled: true (without a "
+                             "market there is no awareness to gate attention), got enabled false")
         if self.awareness_gain + self.awareness_forgetting > 1:
             raise ValueError("mass_media.awareness_gain + awareness_forgetting must be <= 1 so that "
                              f"awareness stays in [0, 1], got {self.awareness_gain} + {self.awareness_forgetting}")

@@ -188,6 +188,40 @@ def _fame() -> Scenario:
     )
 
 
+ATTENTION_STRENGTH = 1.0
+"""``mass_media.attention_strength`` of the challenger and incumbent presets: an assumption (an
+elasticity of one of a contact's lift to awareness; see :class:`MassMediaModel`)."""
+
+
+def _incumbent() -> Scenario:
+    # The fame brand at its steady state ($0.05 a person a week, awareness 0.70), which is where
+    # the contact lifts are calibrated (attention_reference 0.70: g = 1 there); fewer prospects
+    # than the fame preset, as a famous brand has already converted much of its market (20 %,
+    # an assumption).
+    base = _fame()
+    return replace(
+        base, name="incumbent",
+        description="Famous consumer brand at its steady state: awareness 0.70 at $0.05 a person a "
+                    "week, 20 % prospects; awareness gates attention to personal messages",
+        mass_media=replace(base.mass_media, attention_strength=ATTENTION_STRENGTH, attention_reference=0.70),
+        prospects=replace(base.prospects, share=0.2))
+
+
+def _challenger() -> Scenario:
+    # The fame brand with a tenth of the brand budget ($0.005 a person a week, the market's
+    # steady state: awareness 0.39) and 60 % prospects (the challenger condition of the
+    # fame_vs_personal study). Attention is gated against the incumbent's awareness 0.70, so an
+    # e-mail from the challenger lifts the rate by g = 0.39/0.70 = 0.55 of a known brand's.
+    base = _fame()
+    return replace(
+        base, name="challenger",
+        description="Little-known challenger brand: awareness 0.39 at $0.005 a person a week, 60 % "
+                    "prospects; its personal messages get 55 % of a known brand's attention",
+        mass_media=replace(base.mass_media, budget_schedule=(0.005,), reference_budget=0.005,
+                           attention_strength=ATTENTION_STRENGTH, attention_reference=0.70),
+        prospects=replace(base.prospects, share=0.6))
+
+
 def _privacy_sensitive() -> Scenario:
     return Scenario(
         name="privacy_sensitive",
@@ -205,6 +239,8 @@ PRESETS: dict[str, Any] = {
     "subscription": _subscription,
     "fame": _fame,
     "privacy_sensitive": _privacy_sensitive,
+    "challenger": _challenger,
+    "incumbent": _incumbent,
 }
 """Named scenarios. Each value builds a fresh :class:`Scenario`; ``description`` says what it is for."""
 

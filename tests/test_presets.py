@@ -20,7 +20,8 @@ PRESETS = sorted(envs.PRESETS)
 
 
 def test_the_four_presets_of_issue_3_exist():
-    assert set(PRESETS) == {"retail", "subscription", "fame", "privacy_sensitive"}
+    assert {"retail", "subscription", "fame", "privacy_sensitive"} <= set(PRESETS)
+    assert {"challenger", "incumbent"} <= set(PRESETS)  # issue 15: fame as a decision
 
 
 @pytest.mark.parametrize("name", PRESETS)

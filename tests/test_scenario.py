@@ -38,7 +38,7 @@ def test_scenario_round_trips_through_a_file(tmp_path):
         (lambda: OfferModel(pantry_decay=-0.1), r"offers\.pantry_decay"),
         (lambda: MediaModel(spend_levels=(0.5, 1.0)), "must start with 0"),
         (lambda: Scenario(initial_tenure_weeks=(10.0, 5.0)), "initial_tenure_weeks"),
-        (lambda: envs.get_scenario("retial"), "unknown scenario 'retial'.*valid: fame, privacy_sensitive, retail, subscription"),
+        (lambda: envs.get_scenario("retial"), "unknown scenario 'retial'.*valid: (challenger, )?fame, (incumbent, )?privacy_sensitive, retail, subscription"),
         (lambda: Scenario.from_dict({"purchase": {"rr": 1}}), r"unknown key\(s\) \['rr'\] in scenario.purchase"),
         (lambda: envs.PopulationEnv(num_envs=0), "num_envs must be an integer >= 1, got 0"),
         (lambda: envs.PopulationEnv(num_envs=5, horizon=0), "horizon must be an integer >= 1"),
