@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rapport.agents.ope.estimators import BanditData, RatioTerms, dr, ips, snips, weight_diagnostics
+from rapport.agents.ope.evaluate import Estimate
 from rapport.agents.ope.intervals import bootstrap_interval
 
 DistributionSource = np.ndarray | Callable[[int, int], np.ndarray]
@@ -269,11 +270,9 @@ def mips_terms(data: BanditData, name: str = "mips", *, clip: float | None = Non
 
 
 def mips_estimate(data: BanditData, name: str = "mips", *, rng: np.random.Generator | None = None,
-                  clip: float | None = None, n_boot: int = 500, alpha: float = 0.05):
+                  clip: float | None = None, n_boot: int = 500, alpha: float = 0.05) -> Estimate:
     """The named estimator's value, with a unit-bootstrap (1 − alpha) interval when ``n_boot``
     > 0 (units: ``data.groups``, rows if None), as :class:`rapport.agents.ope.Estimate`."""
-    from rapport.agents.ope.evaluate import Estimate
-
     terms = mips_terms(data, name, clip=clip)
     if n_boot == 0:
         return Estimate(terms.value, diagnostics=terms.diagnostics)
