@@ -106,8 +106,8 @@ def test_embedding_codes_group_equal_tuples_only():
 
 
 # ---- the large-action check ------------------------------------------------------------------
-# 50 replicate logs of n = 2,000 rounds per catalogue size, fixed seeds; the truth is exact.
-REPLICATES, N = 50, 2000
+# 50 replicate logs of n = 1,500 rounds per catalogue size, fixed seeds; the truth is exact.
+REPLICATES, N = 50, 1500
 
 
 @pytest.mark.parametrize("n_actions", [1000, 10_000])
@@ -142,3 +142,19 @@ def test_synthetic_world_is_a_valid_bandit():
     assert log.propensity.mean() == pytest.approx(float((w.behaviour.astype(float) ** 2).sum(1).mean()), rel=0.05)
     # the reward's mean is the logger's exact value
     assert log.reward.mean() == pytest.approx(w.value(w.behaviour), abs=4 / np.sqrt(20_000))
+
+
+def test_weights_from_a_log_with_creatives_use_the_shown_rows_and_its_catalogue():
+    from rapport.agents.ope.mips import marginal_weights_from_log
+    from tests.test_ope_catalogue import C, creative_log
+    from tests.test_ope_logged import make_log
+
+    log = creative_log()
+    rows, mw = marginal_weights_from_log(log, np.full((9, C), 1 / C), np.full((9, C), 1 / C), ("theme", "tone"))
+    np.testing.assert_array_equal(rows, np.flatnonzero(log.creative >= 0))
+    assert len(rows) == 9 and mw.columns == ("theme", "tone")
+    np.testing.assert_allclose(mw.weights, 1.0)
+    with pytest.raises(ValueError, match="the log has no creatives"):
+        marginal_weights_from_log(make_log(), np.ones((1, 1)), np.ones((1, 1)), ("theme",))
+    with pytest.raises(ValueError, match=r"columns \['mood'\] are not attributes"):
+        marginal_weights_from_log(log, np.full((9, C), 1 / C), np.full((9, C), 1 / C), ("mood",))

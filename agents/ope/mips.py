@@ -31,11 +31,14 @@ Estimators (the existing ones on marginal propensities, :func:`marginal_bandit_d
     with w(x, e) (pass q̂(x_i, e_i) and Σ_e p(e|x_i, π) q̂(x_i, e)). Bootstrap intervals are those
     of :mod:`rapport.agents.ope.intervals` (:func:`mips_estimate`).
 
-Estimated weights for continuous embeddings (:func:`regression_marginal_weights`)
-    With a continuous embedding (``creative_embeddings``, (C, D)) no two creatives share a value,
-    so the paper's Section 4.3 estimates w(x, e) = E_{π0}[π(a|x) / π0(a|x) | x, e]: here by a
-    cross-fitted ridge regression of the vanilla weights on (x, e) features. Consistent when the
-    regression is well specified; otherwise biased towards the vanilla weights' mean.
+Continuous embeddings (not implemented)
+    With a continuous embedding (``creative_embeddings``, (C, D)) no two creatives share a value
+    and the weight must be estimated (the paper's Section 4.3: w(x, e) = E_{π0}[π(a|x)/π0(a|x) | x, e]).
+    A cross-fitted linear ridge regression of the vanilla weights on [1, x, e, x ⊗ e] was tried
+    on the synthetic catalogue (C = 1,000, e = one-hot relevant attributes, n = 10^4, 20 logs):
+    bias −0.125, RMSE 0.157 against IPS's 0.141 and exact MIPS's 0.043 — worse than IPS, so it
+    is not offered. Discretise the embedding (attribute levels, or clusters) and use the exact
+    weights instead.
 
 Like the rest of ``agents``, nothing here imports the simulator: the catalogue's attributes are
 injected.
@@ -49,6 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rapport.agents.ope.estimators import BanditData, RatioTerms, dr, ips, snips, weight_diagnostics
+from rapport.agents.ope.evaluate import Estimate
 from rapport.agents.ope.intervals import bootstrap_interval
 
 DistributionSource = np.ndarray | Callable[[int, int], np.ndarray]
@@ -266,11 +270,9 @@ def mips_terms(data: BanditData, name: str = "mips", *, clip: float | None = Non
 
 
 def mips_estimate(data: BanditData, name: str = "mips", *, rng: np.random.Generator | None = None,
-                  clip: float | None = None, n_boot: int = 500, alpha: float = 0.05):
+                  clip: float | None = None, n_boot: int = 500, alpha: float = 0.05) -> Estimate:
     """The named estimator's value, with a unit-bootstrap (1 − alpha) interval when ``n_boot``
     > 0 (units: ``data.groups``, rows if None), as :class:`rapport.agents.ope.Estimate`."""
-    from rapport.agents.ope.evaluate import Estimate
-
     terms = mips_terms(data, name, clip=clip)
     if n_boot == 0:
         return Estimate(terms.value, diagnostics=terms.diagnostics)
@@ -278,3 +280,28 @@ def mips_estimate(data: BanditData, name: str = "mips", *, rng: np.random.Genera
         raise ValueError("rng is required for the bootstrap interval (or pass n_boot=0)")
     ci = bootstrap_interval(terms, rng, n_boot=n_boot, alpha=alpha, groups=data.groups)
     return Estimate(terms.value, ci.low, ci.high, ci.std_error, terms.diagnostics)
+
+
+
+def marginal_weights_from_log(logged, target: DistributionSource, behaviour: DistributionSource,
+                              columns: Sequence[str], **kwargs) -> tuple[np.ndarray, MarginalWeights]:
+    """:func:`marginal_weights` for a :class:`~rapport.agents.ope.logged.LoggedFeedback` with
+    creatives: over the rows that showed one (``creative >= 0``), the catalogue's attributes.
+
+    Returns ``(rows, weights)``: ``rows`` the indices of those rows into the log, ``weights``
+    over them; ``target`` / ``behaviour`` give the policies' creative distributions on exactly
+    those rows, in that order (given the rest of the action, if the creative is chosen after
+    the channel). With the creative drawn given the other action dimensions, the joint marginal
+    weight of a contacted row is the vanilla weight of (channel, offer, spend) times
+    ``weights.weights``; rows with no creative keep their vanilla weight.
+    """
+    if getattr(logged, "creative", None) is None or logged.catalogue is None:
+        raise ValueError("the log has no creatives (LoggedFeedback.creative / catalogue are None)")
+    if not logged.catalogue.attributes:
+        raise ValueError("the log's catalogue has no categorical attributes to marginalise over "
+                         "(embeddings only: discretise them into attributes first)")
+    rows = np.flatnonzero(logged.creative >= 0)
+    if rows.size == 0:
+        raise ValueError("no logged row showed a creative (creative is -1 everywhere)")
+    return rows, marginal_weights(logged.creative[rows], target, behaviour, logged.catalogue.attributes,
+                                  columns, **kwargs)

@@ -156,13 +156,14 @@ ESTIMATORS = ("ips", "snips", "dr", "mips", "snmips", "mdr")
 
 def estimate_once(world: CatalogueBandit, n: int, rng: np.random.Generator, *,
                   columns: tuple[str, ...] | None = None, ridge: float = 1.0,
-                  chunk_cells: int | None = None) -> dict[str, float]:
+                  chunk_cells: int | None = None, target_features: np.ndarray | None = None) -> dict[str, float]:
     """Log n rounds under π0 and estimate π's value by every estimator of :data:`ESTIMATORS`.
 
     The reward model of DR and MDR is a ridge regression on [1, x, one-hot levels of the
     marginalised ``columns``] (main effects only: misspecified, as the true reward has
     context × attribute interactions), fitted in sample; it depends on the creative only
-    through its embedding, as MDR needs.
+    through its embedding, as MDR needs. ``target_features``: the precomputed
+    :func:`expected_attribute_features` of the target over ``columns`` (per context type).
     """
     columns = world.relevant if columns is None else tuple(columns)
     log = world.sample(n, rng)
@@ -171,7 +172,9 @@ def estimate_once(world: CatalogueBandit, n: int, rng: np.random.Generator, *,
     ctx = np.concatenate([np.ones((n, 1)), world.contexts[t]], axis=1)
     phi = np.concatenate([ctx, attribute_features(chosen, a)], axis=1)
     beta = np.linalg.solve(phi.T @ phi + ridge * np.eye(phi.shape[1]), phi.T @ log.reward)
-    phi_target = np.concatenate([ctx, expected_attribute_features(chosen, world.target)[t]], axis=1)
+    if target_features is None:
+        target_features = expected_attribute_features(chosen, world.target)
+    phi_target = np.concatenate([ctx, target_features[t]], axis=1)
     q_logged, q_target = phi @ beta, phi_target @ beta
     pi = world.target[t, a].astype(np.float64)
     data = BanditData(log.reward, log.propensity, pi, q_logged, q_target)
@@ -192,7 +195,10 @@ def estimate_once(world: CatalogueBandit, n: int, rng: np.random.Generator, *,
 def replicate(n_actions: int, n: int, replicates: int, seed: int, **kwargs) -> tuple[float, list[dict[str, float]]]:
     """The exact truth and ``replicates`` independent logs' estimates, one world (``seed``)."""
     world = make_catalogue_bandit(n_actions, seed)
-    runs = [estimate_once(world, n, np.random.default_rng([seed, r]), **kwargs) for r in range(replicates)]
+    columns = tuple(kwargs.pop("columns", None) or world.relevant)
+    feats = expected_attribute_features({c: world.attributes[c] for c in columns}, world.target)
+    runs = [estimate_once(world, n, np.random.default_rng([seed, r]), columns=columns, target_features=feats, **kwargs)
+            for r in range(replicates)]
     return world.value(), runs
 
 
