@@ -65,7 +65,8 @@ from rapport.agents.creative import _Catalogue
 from rapport.agents.hyperparams import check_count, check_flag, check_real
 
 __all__ = ["BilinearCreativePolicy", "BilinearFit", "BilinearRidge", "CreativeBandit", "CreativeEpsilonGreedy",
-           "CreativeLinUCB", "CreativeThompson", "RULES"]
+           "CreativeLinUCB", "CreativeThompson", "RULES", "nearest_kronecker", "run_row_chunks",
+           "single_threaded_blas"]
 
 RULES = ("greedy", "ucb", "thompson")
 BONUSES = ("kronecker", "exact")
@@ -83,9 +84,22 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-def _single_threaded_blas() -> contextlib.AbstractContextManager:
+def single_threaded_blas() -> contextlib.AbstractContextManager:
+    """BLAS limited to one thread: with two threads on cores shared with other work OpenBLAS
+    spin-waits, and a chunk's (rows, D+1) x (D+1, C) product is too small to split anyway."""
     controller = _blas_controller()
     return controller.limit(limits=1, user_api="blas") if controller is not None else contextlib.nullcontext()
+
+
+def run_row_chunks(n: int, rows: int, threads: int, work: Any) -> None:
+    """``work(lo, hi)`` over rows ``[0, n)``: at once, or split into ``threads`` contiguous parts run
+    on Python threads (numpy releases the GIL in matmul / argmax) when there is enough work."""
+    if threads == 1 or n < 2 * rows:
+        work(0, n)
+        return
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, bounds[:-1], bounds[1:]))
 
 
 # ------------------------------------------------------------------------------ the model
@@ -143,7 +157,7 @@ class BilinearRidge:
         self.x_sq += (x64**2).sum(axis=0)
         self.count += len(x64)
         v = np.empty((min(len(x64), _UPDATE_ROWS), p + 1))
-        with _single_threaded_blas():
+        with single_threaded_blas():
             self._add_chunks(x64, e_tilde, reward, v)
 
     def _add_chunks(self, x64: np.ndarray, e_tilde: np.ndarray, reward: np.ndarray, v: np.ndarray) -> None:
@@ -165,7 +179,7 @@ class BilinearRidge:
         return mean, np.where(std > 1e-6 * (1.0 + np.abs(mean)), std, 1.0)
 
     def fit(self) -> BilinearFit:
-        with _single_threaded_blas():  # small dense algebra: threads only spin-wait on shared cores
+        with single_threaded_blas():  # small dense algebra: threads only spin-wait on shared cores
             return self._fit()
 
     def _fit(self) -> BilinearFit:
@@ -245,7 +259,7 @@ class BilinearCreativePolicy(_Catalogue):
         e_tilde[:, :-1] = (self.embeddings - embedding_mean) / embedding_std
         self.e_tilde = e_tilde
         self._kron = rule == "ucb" and bonus == "kronecker" and self.alpha > 0
-        with _single_threaded_blas():
+        with single_threaded_blas():
             self._prepare(fit, e_tilde, len(context_columns) + 1)
 
     def _prepare(self, fit: BilinearFit, e_tilde: np.ndarray, d1: int) -> None:
@@ -367,7 +381,7 @@ class BilinearCreativePolicy(_Catalogue):
         def work(lo: int, hi: int) -> None:
             buf = np.empty((rows * len(us), C), np.float32)
             bonus_buf = np.empty((rows, C), np.float32) if extra is not None else None
-            with _single_threaded_blas():
+            with single_threaded_blas():
                 for s in range(lo, hi, rows):
                     e = min(hi, s + rows)
                     m = e - s
@@ -383,12 +397,7 @@ class BilinearCreativePolicy(_Catalogue):
                         scores[:m] += b
                     out[s:e] = scores.argmax(axis=1).reshape(len(us), m).T
 
-        if self.threads == 1 or n < 2 * rows:
-            work(0, n)
-        else:
-            bounds = np.linspace(0, n, self.threads + 1).astype(int)
-            with ThreadPoolExecutor(self.threads) as pool:
-                list(pool.map(work, bounds[:-1], bounds[1:]))
+        run_row_chunks(n, rows, self.threads, work)
         return out
 
     def update(self, obs, ids, rewards, contacted) -> None:
