@@ -50,9 +50,8 @@ class CustomerEnv(gym.Env):
     def step(self, action):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        a = np.asarray(action).reshape(1, -1)
-        out = self.sim.step(self.sim.check_action(a), treatment_effect=self.include_latent,
-                            creative=self.sim.creative_ids(a))
+        plan, creative = self.sim.check_plan(np.asarray(action).reshape(1, -1))
+        out = self.sim.step(plan, treatment_effect=self.include_latent, creative=creative)
         terminated = bool(self.sim.unreachable()[0])
         truncated = bool(self.sim.at_horizon()[0]) and not terminated
         info = self._row_info(self.sim.info(out, self.include_latent))

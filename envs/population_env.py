@@ -309,8 +309,7 @@ class PopulationEnv(VectorEnv):
     def step(self, actions):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        plan = self.sim.check_action(actions)
-        creative = self.sim.creative_ids(actions)
+        plan, creative = self.sim.check_plan(actions)
         n = self.num_envs
         if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._needs_reset.all():
             self.reset()  # every row was done (the horizon): a pure reset step, reward 0

@@ -87,7 +87,8 @@ class PopulationState:
         return int(sum(getattr(self, f.name).nbytes for f in fields(self)))
 
     def copy(self) -> PopulationState:
-        return PopulationState(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
+        # order="K" keeps person-major (F-ordered) arrays person-major (creative_taste)
+        return PopulationState(**{f.name: getattr(self, f.name).copy(order="K") for f in fields(self)})
 
     def take(self, rows: np.ndarray) -> PopulationState:
         """A new state holding only ``rows`` (used for sub-populations and tests)."""
@@ -97,6 +98,8 @@ class PopulationState:
             a = getattr(self, f.name)
             if a.shape[-1] != n:  # a mechanism that is off
                 out[f.name] = a.copy()
+            elif a.ndim == 2 and a.flags.f_contiguous and not a.flags.c_contiguous:
+                out[f.name] = np.asfortranarray(a.T[rows].T)  # person-major stays person-major
             else:
                 out[f.name] = a[:, rows].copy() if a.ndim == 2 else a[rows].copy()
         return PopulationState(**out)

@@ -14,6 +14,7 @@ import yaml
 import rapport.envs as envs
 from rapport.envs.creative import (
     ATTRIBUTES,
+    TASTE_SCALE,
     CreativeModel,
     catalogue,
     load_catalogue,
@@ -78,7 +79,7 @@ def _creative_env(n=400, count=20, preset="retail", horizon=30, **creative):
 def _all_matches(env) -> np.ndarray:
     """(n, C) latent match of every person with every creative, from the state."""
     cat = env.sim.model.catalogue
-    q = env.sim.state.creative_taste.astype(np.float32)
+    q = env.sim.state.creative_taste.astype(np.float64) * TASTE_SCALE
     return (q[cat.level_offset].sum(axis=0) * cat.inv_norm[:, None]).T
 
 
