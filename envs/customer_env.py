@@ -71,6 +71,22 @@ class CustomerEnv(gym.Env):
                 row[k] = v[0].item()
         return row
 
+    @property
+    def creative_embeddings(self) -> np.ndarray:
+        """As :attr:`envs.PopulationEnv.creative_embeddings`."""
+        cat = self.sim.model.catalogue
+        return np.zeros((0, 0), np.float32) if cat is None else cat.embeddings
+
+    @property
+    def creative_feature_names(self) -> tuple[str, ...]:
+        cat = self.sim.model.catalogue
+        return () if cat is None else cat.feature_names
+
+    @property
+    def creative_attributes(self) -> dict[str, np.ndarray]:
+        cat = self.sim.model.catalogue
+        return {} if cat is None else dict(cat.attributes)
+
     def set_mass_media_budget(self, budget: float | None) -> None:
         """As :meth:`envs.PopulationEnv.set_mass_media_budget` (this customer's market)."""
         self.sim.set_mass_media_budget(budget)
