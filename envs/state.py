@@ -73,9 +73,9 @@ class PopulationState:
     trust: np.ndarray  # (n,) float32 — privacy tolerance in [0, 1] (privacy.enabled)
     online_share: np.ndarray  # (n,) float32 — share of orders made online (omnichannel.enabled)
     # creative catalogue (creative.count >= 1; rapport.envs.creative):
-    creative_taste: np.ndarray  # (A, n) float16 — latent taste in attribute form q = Pᵀt
+    creative_taste: np.ndarray  # (A, n) int16, person-major (F order) — latent taste q = Pᵀt in fixed point
     creative_ids: np.ndarray  # (K, n) int32 — creatives in the wear-out memory, -1 = empty slot
-    creative_stock: np.ndarray  # (K, n) float16 — their exposure stocks at creative_last
+    creative_stock: np.ndarray  # (K, n) float32 — their exposure stocks at creative_last
     creative_last: np.ndarray  # (n,) int16 — row week of the last creative exposure, or NEVER
 
     @property
