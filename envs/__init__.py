@@ -7,6 +7,7 @@ customer, via ``gymnasium.make_vec``) and ``Rapport/Customer-v0`` (one customer,
 
 import gymnasium
 
+from rapport.envs.creative import CreativeModel, load_catalogue, write_catalogue
 from rapport.envs.customer_env import CustomerEnv
 from rapport.envs.observation import FEATURE_NAMES, STAGES
 from rapport.envs.population_env import PopulationEnv
@@ -30,6 +31,7 @@ def _register() -> None:
 _register()
 
 __all__ = [
-    "CHANNELS", "CUSTOMER_ID", "CustomerEnv", "FEATURE_NAMES", "POPULATION_ID", "PRESETS",
-    "PopulationEnv", "STAGES", "Scenario", "get_scenario", "load_scenario",
+    "CHANNELS", "CUSTOMER_ID", "CreativeModel", "CustomerEnv", "FEATURE_NAMES", "POPULATION_ID", "PRESETS",
+    "PopulationEnv", "STAGES", "Scenario", "get_scenario", "load_catalogue", "load_scenario",
+    "write_catalogue",
 ]

@@ -37,8 +37,10 @@ some creatives appeal to most people), ``w_ik`` the person's hidden category pre
 observable ``belief_category`` carries information about which creative fits. The match is
 ``m_ic = t_i · e_c`` (a random creative to a random person: mean ≈ 0, SD ≈
 sqrt(appeal_spread² + taste_spread²) plus the category part). Because ``e_c`` is a function of
-the attributes, the state stores the taste in attribute form ``q_i = Pᵀ t_i`` (A float16) and
-computes ``m_ic = Σ_b q_i[j_b(c)] / ‖P a_c‖`` from five gathers per contacted row.
+the attributes, the state stores the taste in attribute form ``q_i = Pᵀ t_i`` (A int16 in
+fixed point, :data:`TASTE_SCALE` = 2^−12: resolution 2.4e−4, range ±8, clipped; integer sums
+are several times cheaper than float16 conversions) and computes
+``m_ic = Σ_b q_i[j_b(c)] / ‖P a_c‖`` from five gathers per contacted row.
 
 **Response.** The contact's log-rate lift (:func:`rapport.envs.marketing.marketing_effect`) is
 multiplied by ``exp(match_strength·m − match_strength²·(appeal_spread² + taste_spread²)/2)``
@@ -54,12 +56,14 @@ raises the opt-out hazard and costs trust. Generic creative (level 0, ``creep_by
 adds nothing; ``explicit_personal`` creative adds the most.
 
 **Wear-out in bounded memory.** Each person remembers ``memory_slots`` creatives: ids (int32,
-−1 = empty) and exposure stocks (float16), with one ``last exposure`` week (int16) for all
+−1 = empty) and exposure stocks (float32), with one ``last exposure`` week (int16) for all
 slots. Showing creative ``c`` applies ``wear = exp(−wear_rate·S)``, ``S`` the stock of ``c``
 decayed to this week (``S_t+1 = 2^(−1/recovery_half_life)·S_t + [exposed]``; 0 if ``c`` is not
 remembered), then adds 1 to ``c``'s slot; a creative not remembered replaces the weakest slot
 (its stock is forgotten: the approximation error is at most the weakest stock). Creative state
-per person: ``2·A + 6·memory_slots + 2`` bytes (52 by default) — independent of ``count``.
+per person: ``2·A + 8·memory_slots + 2`` bytes (58 by default) — independent of ``count``.
+Tastes are stored person-major (an F-ordered (A, n) array: each person's A values adjacent), so
+the five gathers of a contacted row hit one cache line.
 """
 
 from __future__ import annotations
@@ -204,20 +208,11 @@ class Catalogue:
     match_offset: float  # β²(appeal² + spread²)/2, subtracted in the log multiplier
     recovery: float  # weekly stock retention 2^(−1/recovery_half_life)
     n_levels: int = field(default=0)  # A
-    _flat: dict = field(default_factory=dict, repr=False)  # n -> level_offset * n (scratch)
+    match_scale: np.ndarray = field(default=None)  # (C,) float32 — TASTE_SCALE / ‖P a_c‖
 
     @property
     def count(self) -> int:
         return int(self.inv_norm.size)
-
-    def flat_offsets(self, n: int) -> np.ndarray:
-        """(B, C) int64 ``level_offset * n``: flat indices into an (A, n) taste array, less the row."""
-        off = self._flat.get(n)
-        if off is None:
-            if len(self._flat) > 8:
-                self._flat.clear()
-            off = self._flat[n] = self.level_offset * np.int64(n)
-        return off
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -265,7 +260,8 @@ def catalogue(model: CreativeModel, n_categories: int,
     return Catalogue(
         attributes={k: _readonly(v.astype(np.int64)) for k, v in attrs.items()},
         embeddings=_readonly(emb), feature_names=names, level_offset=offset,
-        inv_norm=(1.0 / norm).astype(F4), creep_scale=creep.astype(F4),
+        inv_norm=(1.0 / norm).astype(F4), match_scale=(TASTE_SCALE / norm).astype(F4),
+        creep_scale=creep.astype(F4),
         taste_base=(P.T @ mu).astype(F4), taste_noise=(model.taste_spread * P.T).astype(F4),
         taste_category=(model.category_tie * P.T @ cat_cols).astype(F4),
         match_offset=0.5 * model.match_strength**2 * (model.appeal_spread**2 + model.taste_spread**2),
@@ -345,11 +341,16 @@ def load_catalogue(path: str | Path, model: CreativeModel, n_categories: int) ->
 # ---- per-person state ----------------------------------------------------------------------
 
 NO_CREATIVE = np.int32(-1)
+_BLOCK = 65_536
+"""Contacted rows per block of the match gathers (2 MB of tastes: 3x faster at 10^6 rows)."""
+TASTE_SCALE = 2.0**-12
+"""Fixed-point unit of the stored int16 tastes."""
 NEVER = np.int16(-10000)
 
 
 def draw_tastes(cat: Catalogue, key: np.ndarray, category_pref: np.ndarray) -> np.ndarray:
-    """Attribute-form tastes q = Pᵀt (A, m) float16 of new customers with row keys ``key`` and
+    """Attribute-form tastes q = Pᵀt (A, m), int16 fixed point (:data:`TASTE_SCALE`), of new
+    customers with row keys ``key`` and
     category preference shares ``category_pref`` (K, m)."""
     D = cat.taste_noise.shape[1]
     z = np.empty((D, key.size), F4)
@@ -362,7 +363,10 @@ def draw_tastes(cat: Catalogue, key: np.ndarray, category_pref: np.ndarray) -> n
     K = category_pref.shape[0]
     q += cat.taste_category @ (F4(K) * category_pref.astype(F4) - F4(1.0))
     q += cat.taste_base[:, None]
-    return q.astype(np.float16)
+    q *= F4(1.0 / TASTE_SCALE)
+    np.rint(q, out=q)
+    np.clip(q, -32767, 32767, out=q)
+    return q.astype(np.int16)
 
 
 @dataclass
@@ -382,22 +386,26 @@ def creative_effect(cat: Catalogue, match_strength: float, wear_rate: float, tas
                     mem_ids: np.ndarray, mem_stock: np.ndarray, mem_last: np.ndarray,
                     week: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> CreativeEffect:
     """Match and wear-out of creative ``ids`` shown to ``rows`` (reads state, changes nothing)."""
-    n = taste.shape[1]
-    flat = taste.reshape(-1)
-    offsets = cat.flat_offsets(n)
-    match = np.zeros(rows.size, F4)
-    for b in range(offsets.shape[0]):  # Σ_b q[j_b(c)]: one gather per attribute (take: fastest)
-        idx = offsets[b].take(ids)
-        idx += rows
-        match += flat.take(idx)
-    match *= cat.inv_norm.take(ids)
+    A = taste.shape[0]
+    flat = taste.T.reshape(-1)  # person-major: a view of the F-ordered (A, n) array
+    row_start = rows * A
+    acc = np.zeros(rows.size, np.int32)
+    for lo in range(0, rows.size, _BLOCK):  # blocks whose tastes stay in cache for all B gathers
+        blk = slice(lo, lo + _BLOCK)
+        blk_ids, blk_start, blk_acc = ids[blk], row_start[blk], acc[blk]
+        for b in range(cat.level_offset.shape[0]):  # Σ_b q[j_b(c)]: one gather per attribute
+            idx = cat.level_offset[b].take(blk_ids)
+            idx += blk_start
+            blk_acc += flat.take(idx)
+    match = acc.astype(F4)
+    match *= cat.match_scale.take(ids)
     # wear-out memory: stocks decayed to this week (one last-exposure week for all slots)
     dt = week.take(rows).astype(np.int32)
     dt -= mem_last.take(rows)
     decay = dt.astype(F4)
     decay *= F4(math.log(cat.recovery))
     np.exp(decay, out=decay)
-    stocks = mem_stock.take(rows, axis=1).astype(F4)  # (K, k)
+    stocks = mem_stock.take(rows, axis=1)  # (K, k)
     stocks *= decay
     hit = mem_ids.take(rows, axis=1) == ids
     # the slot of the shown creative where remembered (key −1), else the weakest slot
@@ -424,19 +432,19 @@ def expose(mem_ids: np.ndarray, mem_stock: np.ndarray, mem_last: np.ndarray, wee
     if rows.size == 0:
         return
     stocks = eff.stocks
-    n = mem_last.size
-    flat = eff.slot * n
-    flat += rows
     # the shown creative's slot: its own stock + 1 (a replaced slot forgets its old creative)
     stocks.reshape(-1)[eff.slot * rows.size + np.arange(rows.size)] = eff.stock + F4(1.0)
-    mem_stock[:, rows] = stocks
+    for k in range(stocks.shape[0]):  # one 1-D scatter per slot: ~10x faster than a 2-D one
+        mem_stock[k][rows] = stocks[k]
+    flat = eff.slot * mem_last.size
+    flat += rows
     mem_ids.reshape(-1)[flat] = eff.ids
     mem_last[rows] = week[rows]
 
 
 def check_creative_column(column: np.ndarray, count: int) -> np.ndarray:
     """``action[:, 3]`` as int32 creative ids; raises ``ValueError`` naming it and the valid range."""
-    col = np.asarray(column)
+    col = np.ascontiguousarray(column)  # one strided pass; the checks then read contiguous memory
     if not np.issubdtype(col.dtype, np.integer):
         if np.issubdtype(col.dtype, np.floating) and np.all(np.isfinite(col)) \
                 and np.all(col == np.round(col)):
@@ -463,7 +471,7 @@ def state_arrays(model: CreativeModel, n_categories: int, n: int) -> dict[str, n
     m = n if model.enabled else 0
     A = sum(attribute_levels(model, n_categories).values()) if model.enabled else 0
     K = model.memory_slots if model.enabled else 0
-    return {"creative_taste": np.zeros((A, m), np.float16),
+    return {"creative_taste": np.zeros((A, m), np.int16, order="F"),  # person-major
             "creative_ids": np.full((K, m), NO_CREATIVE, np.int32),
-            "creative_stock": np.zeros((K, m), np.float16),
+            "creative_stock": np.zeros((K, m), F4),
             "creative_last": np.full(m, NEVER, np.int16)}

@@ -50,9 +50,8 @@ class CustomerEnv(gym.Env):
     def step(self, action):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        a = np.asarray(action).reshape(1, -1)
-        out = self.sim.step(self.sim.check_action(a), treatment_effect=self.include_latent,
-                            creative=self.sim.creative_ids(a))
+        plan, creative = self.sim.check_plan(np.asarray(action).reshape(1, -1))
+        out = self.sim.step(plan, treatment_effect=self.include_latent, creative=creative)
         terminated = bool(self.sim.unreachable()[0])
         truncated = bool(self.sim.at_horizon()[0]) and not terminated
         info = self._row_info(self.sim.info(out, self.include_latent))
@@ -71,6 +70,22 @@ class CustomerEnv(gym.Env):
             else:
                 row[k] = v[0].item()
         return row
+
+    @property
+    def creative_embeddings(self) -> np.ndarray:
+        """As :attr:`envs.PopulationEnv.creative_embeddings`."""
+        cat = self.sim.model.catalogue
+        return np.zeros((0, 0), np.float32) if cat is None else cat.embeddings
+
+    @property
+    def creative_feature_names(self) -> tuple[str, ...]:
+        cat = self.sim.model.catalogue
+        return () if cat is None else cat.feature_names
+
+    @property
+    def creative_attributes(self) -> dict[str, np.ndarray]:
+        cat = self.sim.model.catalogue
+        return {} if cat is None else dict(cat.attributes)
 
     def set_mass_media_budget(self, budget: float | None) -> None:
         """As :meth:`envs.PopulationEnv.set_mass_media_budget` (this customer's market)."""

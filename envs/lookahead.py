@@ -119,7 +119,8 @@ def lookahead_values(sim: Simulator, candidates: np.ndarray, continuation: Conti
                 raise ValueError(f"continuation returned shape {actions.shape}, expected ({m}, {W})")
             actions = np.where(active[:, None], actions, 0)
         w_start = None if w is None else w.copy()
-        out = rs.step(rs.check_action(actions), survival=w, creative=rs.creative_ids(actions))
+        plan, creative = rs.check_plan(actions)
+        out = rs.step(plan, survival=w, creative=creative)
         profit = out.profit.astype(np.float64)
         if w_start is not None:  # what a purchase brings counts if alive; costs are paid anyway
             costs = out.contact_cost.astype(np.float64) + out.media_cost + out.mass_media_cost

@@ -28,7 +28,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from rapport.envs.creative import Catalogue, CreativeEffect, creative_effect, scenario_catalogue
+from rapport.envs.creative import (
+    Catalogue,
+    CreativeEffect,
+    check_creative_column,
+    creative_effect,
+    scenario_catalogue,
+)
 from rapport.envs.scenario import Scenario
 from rapport.envs.state import RESPONSE_CAP, PopulationState, effective_tastes
 
@@ -169,6 +175,27 @@ def as_plan(action: np.ndarray, nvec: np.ndarray) -> np.ndarray:
     raise ValueError(
         f"action outside the space: customer row {row} has {names[dim]} {a[row, dim]}, "
         f"valid range is 0..{nvec[dim] - 1} (MultiDiscrete{list(map(int, nvec))})")
+
+
+def as_creative_plan(action: np.ndarray, nvec: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate an (n, 4) integer action array whose 4th column is a creative id in
+    ``0 … count−1``; return the (3, n) int8 plan of :func:`as_plan` and the (n,) int32 ids.
+
+    One strided pass into a (4, n) int32 buffer after two whole-array reductions (which make the
+    cast exact), then contiguous checks: ~3x cheaper than validating the two parts apart.
+    Raises ``ValueError`` as :func:`as_plan` does, or naming ``action[:, 3]`` and its range.
+    """
+    a = np.asarray(action)
+    if a.ndim == 2 and a.shape[1] == 4 and np.issubdtype(a.dtype, np.integer) and a.size \
+            and a.min() >= 0 and a.max() <= np.iinfo(np.int32).max:
+        cols = np.empty((4, a.shape[0]), np.int32)
+        np.copyto(cols, a.T, casting="unsafe")  # exact: 0 <= every value < 2**31
+        if all(cols[d].max() < nvec[d] for d in range(3)) and cols[3].max() < count:
+            plan = np.empty((3, a.shape[0]), np.int8)
+            np.copyto(plan, cols[:3], casting="unsafe")  # exact: each value < nvec[d] <= 127
+            return plan, cols[3]
+    plan = as_plan(a[:, :3] if a.ndim == 2 else a, nvec)  # raises for the plan's columns
+    return plan, check_creative_column(a[:, 3], count)  # and for the creative's
 
 
 def marketing_effect(model: CompiledScenario, s: PopulationState, plan: np.ndarray,

@@ -56,6 +56,12 @@ class PopulationEnv(VectorEnv):
       and can lower response, less so for customers who have known the firm for long.
     * **360° view** (``scenario.omnichannel``): customers buy online and in stores; with
       ``observe_offline=False`` the observation shows only online history while rewards count both.
+    * **creative catalogue** (``scenario.creative.count >= 1``, :mod:`rapport.envs.creative`):
+      every contact carries one of ``count`` creatives (theme, category, imagery, tone,
+      explicitness; an observable embedding). Each person has a latent taste; the match
+      taste·embedding scales the contact's lift, explicit creative adds privacy creepiness, and
+      repeating a creative to a person wears it out (recovering over weeks without it), in a
+      fixed 3-slot memory per person.
     * **contractual churn** (``scenario.purchase.dropout_process="weekly"``): sBG weekly
       cancellation, observed by the firm, with a weekly subscription fee; contacts can remind
       subscribers to cancel (``media.reminder_dropout``).
@@ -76,6 +82,12 @@ class PopulationEnv(VectorEnv):
 
     The offer list comes from the scenario (``offer_names``): ``privacy_sensitive`` adds
     ``personal_recommendation`` before ``service_gesture`` (``MultiDiscrete([6, 9, 4])``).
+    With a creative catalogue (``scenario.creative.count = C >= 1``) the action has a 4th column,
+    the creative id ``0 … C−1`` (``MultiDiscrete([6, 8, 4, C])``), which matters only with a
+    delivered contact; a 3-column action is then rejected. The firm's catalogue is
+    :attr:`creative_embeddings` ((C, D) float32), :attr:`creative_feature_names` and
+    :attr:`creative_attributes`; ``info["action_mask"]`` covers the first three dimensions only
+    (every creative is always allowed).
     All zeros means "do nothing". An offer travels only with a contact on a reachable channel.
     Actions on an opted-out channel are legal but cost nothing and do nothing;
     ``info["action_mask"]`` (bool, (num_envs, sum(nvec)), the per-dimension masks concatenated)
@@ -115,7 +127,9 @@ class PopulationEnv(VectorEnv):
     mass-media budget. ``info`` carries per-row arrays: ``revenue, orders, contact_cost,
     discount_cost, media_cost, mass_media_cost, channel, offer, opted_out, converted`` (a prospect
     made their first purchase), ``orders_offline`` (store orders; only when the scenario has
-    them), and ``info["market"]``, population-level scalars ``week, budget`` (the next step's),
+    them), ``info["creative"]`` (with a catalogue: per-row ``id`` int32, −1 where no creative
+    was shown; ``match`` float32, the latent taste·embedding, 0 where none; ``wear`` float32, the
+    wear-out multiplier applied, 1 where none), and ``info["market"]``, population-level scalars ``week, budget`` (the next step's),
     ``adstock, awareness``. ``info["latent"]`` (``include_latent``): ``alive, base_rate,
     p_alive_model``, after a step ``purchase_rate, dropped_out`` and ``treatment_effect`` (this
     week's expected profit of the chosen action minus that of doing nothing, under latent truth:
@@ -179,6 +193,9 @@ class PopulationEnv(VectorEnv):
       ``subscription``, ``fame``, ``privacy_sensitive``. ``retail`` changed its marketing
       response (e-mail median 0.45 → 0.60, newcomer boost, pantry effect 0.5 → 0.2) to replicate
       the Hillstrom and promotion-dip experiments; with marketing off it is unchanged.
+    * v0, revision 3 (issue 15): ``scenario.creative`` (off by default: outputs unchanged); with a
+      catalogue the action gains the creative column, ``info["creative"]`` and the catalogue
+      properties appear.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -309,8 +326,7 @@ class PopulationEnv(VectorEnv):
     def step(self, actions):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        plan = self.sim.check_action(actions)
-        creative = self.sim.creative_ids(actions)
+        plan, creative = self.sim.check_plan(actions)
         n = self.num_envs
         if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._needs_reset.all():
             self.reset()  # every row was done (the horizon): a pure reset step, reward 0

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from rapport.envs import observation as obs_mod
-from rapport.envs.creative import check_creative_column
 from rapport.envs.dynamics import (
     CompiledScenario,
     Outcome,
@@ -22,6 +21,7 @@ from rapport.envs.dynamics import (
     transition,
 )
 from rapport.envs.market import Market
+from rapport.envs.marketing import as_creative_plan
 from rapport.envs.scenario import Scenario, get_scenario
 from rapport.envs.state import PopulationState, allocate, draw_customers
 
@@ -91,31 +91,34 @@ class Simulator:
         return int(self.action_nvec.size)
 
     def check_action(self, action: Any) -> np.ndarray:
-        """Validate a (n, 3) integer action array — (n, 4) with a creative catalogue, whose
-        4th column :meth:`creative_ids` reads — and return its first three columns as a (3, n)
-        int8 plan."""
+        """Validate a (n, 3) integer action array — (n, 4) with a creative catalogue — and return
+        its first three columns as a (3, n) int8 plan (:meth:`check_plan` also returns the
+        creative ids)."""
+        return self.check_plan(action)[0]
+
+    def check_plan(self, action: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Validate an action array; return its (3, n) int8 plan and, with a creative catalogue,
+        the (n,) int32 creative ids of its 4th column (else None)."""
         a = np.asarray(action)
-        if self.model.catalogue is not None:
+        cat = self.model.catalogue
+        if cat is not None:
             if a.shape != (self.n, 4):
                 missing = " (the 4th column, action[:, 3] = creative id, is missing)" \
                     if a.shape == (self.n, 3) else ""
                 raise ValueError(
                     f"action must have shape ({self.n}, 4) = (customers, [channel, offer, spend level, "
-                    f"creative]) with a creative catalogue of {self.model.catalogue.count}, got "
-                    f"{a.shape}{missing}")
-            return as_plan(a[:, :3], self.nvec)
+                    f"creative]) with a creative catalogue of {cat.count}, got {a.shape}{missing}")
+            return as_creative_plan(a, self.nvec, cat.count)
         if a.shape != (self.n, 3):
             raise ValueError(
                 f"action must have shape ({self.n}, 3) = (customers, [channel, offer, spend level]), "
                 f"got {a.shape}")
-        return as_plan(a, self.nvec)
+        return as_plan(a, self.nvec), None
 
     def creative_ids(self, action: Any) -> np.ndarray | None:
-        """The creative column ``action[:, 3]`` as (n,) int32 ids (validated against the
-        catalogue), or None without a catalogue. Call after :meth:`check_action`."""
-        if self.model.catalogue is None:
-            return None
-        return check_creative_column(np.asarray(action)[:, 3], self.model.catalogue.count)
+        """The creative ids (n,) int32 of a valid action (its 4th column), or None without a
+        catalogue."""
+        return self.check_plan(action)[1]
 
     def step(self, plan: np.ndarray, treatment_effect: bool = False,
              survival: np.ndarray | None = None, creative: np.ndarray | None = None) -> Outcome:
@@ -147,8 +150,8 @@ class Simulator:
 
     def expected_myopic_profit(self, action: np.ndarray) -> np.ndarray:
         """Latent-truth expected profit of ``action`` this week, per customer (oracle/regret)."""
-        return expected_myopic_profit(self.model, self.state, self.check_action(action),
-                                      self.market.preview(), self.creative_ids(action))
+        plan, creative = self.check_plan(action)
+        return expected_myopic_profit(self.model, self.state, plan, self.market.preview(), creative)
 
     def info(self, out: Outcome | None, include_latent: bool = True) -> dict[str, Any]:
         """Per-customer info arrays: reward components, KPIs, the action mask, latent truth."""

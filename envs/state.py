@@ -73,9 +73,9 @@ class PopulationState:
     trust: np.ndarray  # (n,) float32 — privacy tolerance in [0, 1] (privacy.enabled)
     online_share: np.ndarray  # (n,) float32 — share of orders made online (omnichannel.enabled)
     # creative catalogue (creative.count >= 1; rapport.envs.creative):
-    creative_taste: np.ndarray  # (A, n) float16 — latent taste in attribute form q = Pᵀt
+    creative_taste: np.ndarray  # (A, n) int16, person-major (F order) — latent taste q = Pᵀt in fixed point
     creative_ids: np.ndarray  # (K, n) int32 — creatives in the wear-out memory, -1 = empty slot
-    creative_stock: np.ndarray  # (K, n) float16 — their exposure stocks at creative_last
+    creative_stock: np.ndarray  # (K, n) float32 — their exposure stocks at creative_last
     creative_last: np.ndarray  # (n,) int16 — row week of the last creative exposure, or NEVER
 
     @property
@@ -87,7 +87,8 @@ class PopulationState:
         return int(sum(getattr(self, f.name).nbytes for f in fields(self)))
 
     def copy(self) -> PopulationState:
-        return PopulationState(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
+        # order="K" keeps person-major (F-ordered) arrays person-major (creative_taste)
+        return PopulationState(**{f.name: getattr(self, f.name).copy(order="K") for f in fields(self)})
 
     def take(self, rows: np.ndarray) -> PopulationState:
         """A new state holding only ``rows`` (used for sub-populations and tests)."""
@@ -97,6 +98,8 @@ class PopulationState:
             a = getattr(self, f.name)
             if a.shape[-1] != n:  # a mechanism that is off
                 out[f.name] = a.copy()
+            elif a.ndim == 2 and a.flags.f_contiguous and not a.flags.c_contiguous:
+                out[f.name] = np.asfortranarray(a.T[rows].T)  # person-major stays person-major
             else:
                 out[f.name] = a[:, rows].copy() if a.ndim == 2 else a[rows].copy()
         return PopulationState(**out)

@@ -14,6 +14,7 @@ import yaml
 import rapport.envs as envs
 from rapport.envs.creative import (
     ATTRIBUTES,
+    TASTE_SCALE,
     CreativeModel,
     catalogue,
     load_catalogue,
@@ -78,7 +79,7 @@ def _creative_env(n=400, count=20, preset="retail", horizon=30, **creative):
 def _all_matches(env) -> np.ndarray:
     """(n, C) latent match of every person with every creative, from the state."""
     cat = env.sim.model.catalogue
-    q = env.sim.state.creative_taste.astype(np.float32)
+    q = env.sim.state.creative_taste.astype(np.float64) * TASTE_SCALE
     return (q[cat.level_offset].sum(axis=0) * cat.inv_norm[:, None]).T
 
 
@@ -351,6 +352,7 @@ def test_taste_is_common_random_numbers_and_customer_env_matches_a_row():
     single = envs.CustomerEnv(scenario=sc, horizon=8, customer_index=33)
     single.reset(seed=6)
     assert single.action_space.shape == (4,)
+    np.testing.assert_array_equal(single.creative_embeddings, big.creative_embeddings)
     rng = np.random.default_rng(1)
     for _ in range(6):
         a = np.stack([rng.integers(0, k, 40) for k in big.single_action_space.nvec], 1)
@@ -383,3 +385,22 @@ def test_creative_env_preset_turns_it_on():
     assert env.single_action_space.nvec[-1] == 1000
     round_trip = envs.Scenario.from_dict(sc.to_dict())
     assert round_trip == sc
+
+
+def test_gymnasium_checker_and_pickle_with_a_catalogue():
+    import pickle
+
+    from gymnasium.utils.env_checker import check_env
+
+    sc = envs.get_scenario("retail", creative={"count": 40})
+    check_env(envs.CustomerEnv(scenario=sc, customer_index=5), skip_render_check=True)
+    env = envs.PopulationEnv(num_envs=50, scenario=sc, horizon=10)
+    env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    env.step(np.stack([rng.integers(0, k, 50) for k in env.single_action_space.nvec], 1))
+    clone = pickle.loads(pickle.dumps(env))
+    a = np.stack([rng.integers(0, k, 50) for k in env.single_action_space.nvec], 1)
+    r1, r2 = env.step(a), clone.step(a)
+    np.testing.assert_array_equal(r1[1], r2[1])
+    np.testing.assert_array_equal(r1[4]["creative"]["wear"], r2[4]["creative"]["wear"])
+    assert clone.sim.state.creative_taste.flags.f_contiguous  # person-major after a pickle
