@@ -31,7 +31,12 @@ from typing import Any
 import numpy as np
 
 import rapport.envs as envs
-from rapport.agents.protocol import DecisionSchema, Policy
+from rapport.agents.protocol import (
+    CREATIVE_EMBEDDINGS,
+    CREATIVE_FEATURE_NAMES,
+    DecisionSchema,
+    Policy,
+)
 from rapport.experiments.config import AgentConfig, ConstraintsConfig, EnvConfig
 
 PolicyFactory = Callable[[Any], Policy]
@@ -153,7 +158,17 @@ def schema_of(env: Any) -> DecisionSchema:
         spend_levels=tuple(float(s) for s in env.spend_levels),
         channel_costs=tuple(float(c) for c in env.channel_costs),
         offer_discounts=tuple(float(d) for d in env.offer_discounts),
-        extras={"horizon": int(env.horizon)})
+        extras=_schema_extras(env))
+
+
+def _schema_extras(env: Any) -> dict[str, Any]:
+    """The horizon, and with a creative catalogue its embeddings and their feature names."""
+    extras: dict[str, Any] = {"horizon": int(env.horizon)}
+    embeddings = getattr(env, "creative_embeddings", None)
+    if embeddings is not None and len(embeddings):  # (0, 0) without a catalogue
+        extras[CREATIVE_EMBEDDINGS] = embeddings
+        extras[CREATIVE_FEATURE_NAMES] = tuple(env.creative_feature_names)
+    return extras
 
 
 # ----------------------------------------------------------------------------------- agents

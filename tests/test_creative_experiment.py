@@ -1,0 +1,82 @@
+"""experiment=creative (rapport.experiments.creative): the arms, the paired table, the wear-out curve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rapport import envs
+from rapport.experiments import builders
+from rapport.experiments.creative import (
+    FIVE_KPIS,
+    CreativeStudy,
+    main,
+    run,
+    train_selector,
+    wear_out_curve,
+)
+
+SMALL = dict(creatives=50, customers=600, horizon=6, train_episodes=1, eval_seeds=(11, 12), n_boot=40)
+
+
+def test_schema_of_carries_the_catalogue():
+    study = CreativeStudy(**SMALL)
+    env = envs.PopulationEnv(num_envs=10, scenario=study.world(), horizon=4)
+    schema = builders.schema_of(env)
+    assert schema.nvec[3] == 50
+    assert np.array_equal(schema.creative_embeddings, env.creative_embeddings)
+    plain = builders.schema_of(envs.PopulationEnv(num_envs=10, scenario=envs.get_scenario("retail"), horizon=4))
+    assert len(plain.nvec) == 3 and plain.creative_embeddings is None
+
+
+def test_run_reports_five_kpis_paired_against_random_creative(tmp_path):
+    summary, wear = run(CreativeStudy(**SMALL), tmp_path)
+    arms = {"do_nothing", "random_creative", "best_single", "segment", "personalised"}
+    assert set(summary.kpis.policy) == arms
+    assert set(FIVE_KPIS) <= set(summary.kpis.key)
+    diffs = summary.diffs[summary.diffs.key.isin(FIVE_KPIS)]
+    assert set(diffs.policy) == arms - {"random_creative"}
+    assert (diffs.ci_low <= diffs["diff"]).all() and (diffs["diff"] <= diffs.ci_high).all()
+    # doing nothing contacts no one; every e-mail arm contacts the same people (fixed plan)
+    contacts = summary.kpis[summary.kpis.key == "kpi/contacts_per_customer"].set_index("policy")["mean"]
+    assert contacts["do_nothing"] == 0 and contacts["random_creative"] > 0
+    for name in ("wear_out.png", "table.txt", "paired_diffs.csv", "kpis.csv", "wear_out.csv"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_wear_out_shows_in_the_same_creative_not_in_a_rotating_one():
+    study = CreativeStudy(**SMALL)
+    curve = wear_out_curve(study, study.world(), weeks=6)
+    fixed = curve[curve.arm == "fixed"].sort_values("exposure").wear.to_numpy()
+    rotating = curve[curve.arm == "random"].wear.to_numpy()
+    assert fixed[0] == pytest.approx(1.0) and np.all(np.diff(fixed) < 0) and fixed[-1] < 0.8
+    assert rotating.min() > 0.95
+
+
+def test_personalised_arm_gives_people_different_creatives_best_single_does_not():
+    study = CreativeStudy(**SMALL)
+    scenario = study.world()
+    env = envs.PopulationEnv(num_envs=300, scenario=scenario, horizon=study.horizon)
+    obs, _ = env.reset(seed=99)
+    everyone = np.ones(len(obs), bool)
+    rng = np.random.default_rng(0)
+    personal, curve = train_selector("personalised", study, scenario)
+    single, _ = train_selector("best_single", study, scenario)
+    assert curve and np.isfinite(curve).all()
+    assert np.unique(personal.choose(obs, everyone, rng)[0]).size > 1
+    assert np.unique(single.choose(obs, everyone, rng)[0]).size == 1
+
+
+@pytest.mark.parametrize("bad, key", [({"creatives": 0}, "creatives"), ({"creatives": 100_001}, "creatives"),
+                                      ({"train_seed": 11}, "train_seed"), ({"eval_seeds": ()}, "eval_seeds"),
+                                      ({"customers": 2}, "customers"), ({"alpha": -1.0}, "alpha")])
+def test_bad_settings_name_the_key(bad, key):
+    with pytest.raises(ValueError, match=key):
+        CreativeStudy(**{**SMALL, **bad})
+
+
+def test_cli_writes_the_table(tmp_path, capsys):
+    assert main(["--creatives", "20", "--customers", "300", "--horizon", "4", "--train-episodes", "1",
+                 "--eval-seeds", "3", "4", "--n-boot", "20", "--out", str(tmp_path)]) == 0
+    assert "random_creative" in capsys.readouterr().out
+    assert (tmp_path / "table.txt").exists()
