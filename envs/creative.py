@@ -73,6 +73,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -475,3 +476,30 @@ def state_arrays(model: CreativeModel, n_categories: int, n: int) -> dict[str, n
             "creative_ids": np.full((K, m), NO_CREATIVE, np.int32),
             "creative_stock": np.zeros((K, m), F4),
             "creative_last": np.full(m, NEVER, np.int16)}
+
+
+class CatalogueView:
+    """The firm's view of the creative catalogue on an env that has ``self.sim`` (a Simulator):
+    shared by :class:`~rapport.envs.PopulationEnv` and :class:`~rapport.envs.CustomerEnv`."""
+
+    sim: Any
+
+    @property
+    def creative_embeddings(self) -> np.ndarray:
+        """(count, D) float32, read-only: the catalogue's embeddings (the firm knows its
+        creatives); shape (0, 0) without a catalogue."""
+        cat = self.sim.model.catalogue
+        return np.zeros((0, 0), np.float32) if cat is None else cat.embeddings
+
+    @property
+    def creative_feature_names(self) -> tuple[str, ...]:
+        """Names of the D embedding columns (empty without a catalogue)."""
+        cat = self.sim.model.catalogue
+        return () if cat is None else cat.feature_names
+
+    @property
+    def creative_attributes(self) -> dict[str, np.ndarray]:
+        """Attribute name -> (count,) int levels (``theme, category, imagery, tone,
+        explicitness``; explicitness indexes ``EXPLICITNESS_LEVELS``); empty without a catalogue."""
+        cat = self.sim.model.catalogue
+        return {} if cat is None else dict(cat.attributes)

@@ -8,12 +8,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from rapport.envs.creative import CatalogueView
 from rapport.envs.observation import FEATURE_NAMES, observation_bounds
 from rapport.envs.scenario import Scenario
 from rapport.envs.simulator import Simulator
 
 
-class CustomerEnv(gym.Env):
+class CustomerEnv(CatalogueView, gym.Env):
     """A single customer of :class:`envs.PopulationEnv` (see its docstring for the full spec).
 
     It is a population of one row whose global index is ``customer_index``: with the same seed,
@@ -70,22 +71,6 @@ class CustomerEnv(gym.Env):
             else:
                 row[k] = v[0].item()
         return row
-
-    @property
-    def creative_embeddings(self) -> np.ndarray:
-        """As :attr:`envs.PopulationEnv.creative_embeddings`."""
-        cat = self.sim.model.catalogue
-        return np.zeros((0, 0), np.float32) if cat is None else cat.embeddings
-
-    @property
-    def creative_feature_names(self) -> tuple[str, ...]:
-        cat = self.sim.model.catalogue
-        return () if cat is None else cat.feature_names
-
-    @property
-    def creative_attributes(self) -> dict[str, np.ndarray]:
-        cat = self.sim.model.catalogue
-        return {} if cat is None else dict(cat.attributes)
 
     def set_mass_media_budget(self, budget: float | None) -> None:
         """As :meth:`envs.PopulationEnv.set_mass_media_budget` (this customer's market)."""

@@ -9,6 +9,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from rapport.envs.creative import CatalogueView
 from rapport.envs.kpis import EpisodeKPIs
 from rapport.envs.lookahead import Continuation, lookahead_values
 from rapport.envs.observation import FEATURE_NAMES, observation_bounds
@@ -22,7 +23,7 @@ _OBS_POOL_SIZE = 3
 _MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
 
 
-class PopulationEnv(VectorEnv):
+class PopulationEnv(CatalogueView, VectorEnv):
     """A customer base that a marketer acts on week by week.
 
     ## Description
@@ -252,26 +253,6 @@ class PopulationEnv(VectorEnv):
     @property
     def channel_costs(self) -> tuple[float, ...]:
         return tuple(c.cost for c in self.sim.scenario.channels)
-
-    @property
-    def creative_embeddings(self) -> np.ndarray:
-        """(count, D) float32, read-only: the catalogue's embeddings (the firm knows its
-        creatives); shape (0, 0) without a catalogue."""
-        cat = self.sim.model.catalogue
-        return np.zeros((0, 0), np.float32) if cat is None else cat.embeddings
-
-    @property
-    def creative_feature_names(self) -> tuple[str, ...]:
-        """Names of the D embedding columns (empty without a catalogue)."""
-        cat = self.sim.model.catalogue
-        return () if cat is None else cat.feature_names
-
-    @property
-    def creative_attributes(self) -> dict[str, np.ndarray]:
-        """Attribute name -> (count,) int levels (``theme, category, imagery, tone,
-        explicitness``; explicitness indexes ``EXPLICITNESS_LEVELS``); empty without a catalogue."""
-        cat = self.sim.model.catalogue
-        return {} if cat is None else dict(cat.attributes)
 
     @property
     def offer_discounts(self) -> tuple[float, ...]:
