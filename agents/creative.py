@@ -29,6 +29,8 @@ two-tower scorer in :mod:`rapport.agents.two_tower`):
 * :class:`BestSingleCreative` — one creative for everyone, learned: per-creative mean reward with
   a UCB bonus (``alpha``; 0 = greedy) and/or ε-uniform exploration; :meth:`~BestSingleCreative.fit`
   learns it from logged data, :meth:`~BestSingleCreative.best` names it.
+* :class:`TopKRotation` — a frozen scorer's ``k`` best creatives for each person, one of them
+  uniformly at random each time (propensity 1/k): personalised, but rotating against wear-out.
 * :class:`SegmentCreative` — the same per segment: 3 value segments from an observable column
   (default ``avg_spend``, the Gamma-Gamma monetary value; cut at terciles of the first batch
   seen, or at given ``thresholds``).
@@ -49,7 +51,7 @@ from rapport.agents.validation import check_obs
 
 __all__ = [
     "UNCONTACTED_ID", "BestSingleCreative", "CreativeSelector", "FixedCreative", "RandomCreative",
-    "SegmentCreative", "WithCreative", "check_embeddings",
+    "SegmentCreative", "TopKRotation", "WithCreative", "check_embeddings",
 ]
 
 UNCONTACTED_ID = 0
@@ -428,3 +430,32 @@ class BestSingleCreative(_TabularCreative):
 
     def segment_of(self, obs: np.ndarray) -> np.ndarray:
         return np.zeros(len(obs), np.int64)
+
+
+class TopKRotation(_Catalogue):
+    """Uniform over each row's ``k`` highest-scoring creatives under ``scorer`` (propensity 1/k).
+
+    ``scorer`` is a frozen selector with ``expected_rewards(obs) -> (n, C)`` (e.g. a
+    :class:`~rapport.agents.creative_bandits.CreativeBandit`'s ``policy()``). A greedy scorer
+    sends a person the same creative every time, and it wears out. This sends one of the
+    person's best ``k``, so repeats are rarer. ``k = 1`` is the greedy scorer.
+    """
+
+    def __init__(self, scorer: Any, k: int = 10, *, chunk: int = 4096) -> None:
+        if not callable(getattr(scorer, "expected_rewards", None)):
+            raise ValueError(f"scorer must have expected_rewards(obs) -> (n, C), got {type(scorer).__name__}")
+        super().__init__(scorer.embeddings, scorer.feature_names)
+        self.scorer = scorer
+        self.k = check_count("k", k, minimum=1, meaning="creatives each person rotates through")
+        if self.k > self.n_creatives:
+            raise ValueError(f"k must be at most the catalogue size {self.n_creatives}, got {self.k}")
+        self.chunk = check_count("chunk", chunk, minimum=1, meaning="rows scored at once")
+
+    def _choose(self, obs, rng):
+        ids = np.empty(len(obs), np.int64)
+        for lo in range(0, len(obs), self.chunk):
+            scores = np.asarray(self.scorer.expected_rewards(obs[lo:lo + self.chunk]))
+            top = np.argpartition(-scores, self.k - 1, axis=1)[:, :self.k]
+            pick = rng.integers(0, self.k, len(top))
+            ids[lo:lo + len(top)] = top[np.arange(len(top)), pick]
+        return ids, np.full(len(obs), 1.0 / self.k)

@@ -10,6 +10,9 @@ The contact plan is held fixed — mass marketing, the same e-mail to every reac
   (:class:`~rapport.agents.creative.SegmentCreative`).
 * ``personalised`` — the bilinear embedding bandit (:class:`~rapport.agents.creative_bandits.CreativeLinUCB`)
   scoring each creative's embedding against the person's context.
+* ``personalised_top10`` — the same frozen bandit, but each contact sends one of the person's 10
+  best-scoring creatives at random (:class:`~rapport.agents.creative.TopKRotation`): personalised
+  *and* rotating, the fair test of whether personalisation beats rotation.
 * ``do_nothing`` — no contact at all, so that the e-mail's own worth is in the same table.
 
 Learning arms learn online for ``train_episodes`` episodes on the training population
@@ -23,12 +26,11 @@ The wear-out figure (:func:`wear_out_curve`) shows one creative, sent every week
 held-out population, against the same e-mail with a random creative: the simulator's wear
 multiplier and the purchase rate of people contacted, by how many times they have seen it.
 
-Run: ``python -m rapport.experiments.creative [--creatives 1000 --customers 10000 --out DIR]``.
+Run: ``rapport-creative [creatives=1000 customers=10000 out=DIR]`` (Hydra overrides of ``conf/creative.yaml``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from collections.abc import Sequence
@@ -46,10 +48,13 @@ from rapport.agents.creative import (
     FixedCreative,
     RandomCreative,
     SegmentCreative,
+    TopKRotation,
     WithCreative,
 )
 from rapport.agents.creative_bandits import CreativeLinUCB
 from rapport.experiments import builders
+from rapport.experiments.config import CONFIG_PATH
+from rapport.experiments.errors import marks_failed_output, run_hydra_app
 from rapport.experiments.evaluation import EvalSettings, Summary, evaluate, format_table, summarize
 
 __all__ = ["CreativeStudy", "FIVE_KPIS", "run", "train_selector", "wear_out_curve"]
@@ -162,7 +167,12 @@ def arms(study: CreativeStudy, scenario: envs.Scenario) -> tuple[dict[str, Any],
     def with_selector(name: str) -> Any:
         def build(env: envs.PopulationEnv) -> WithCreative:
             schema = builders.schema_of(env)
-            sel = _selector(name, schema, study) if name == "random_creative" else frozen[name]
+            if name == "random_creative":
+                sel = _selector(name, schema, study)
+            elif name == "personalised_top10":
+                sel = TopKRotation(frozen["personalised"], k=min(10, study.creatives))
+            else:
+                sel = frozen[name]
             return WithCreative(_mass(schema, study), sel)
         return build
 
@@ -171,7 +181,7 @@ def arms(study: CreativeStudy, scenario: envs.Scenario) -> tuple[dict[str, Any],
         return WithCreative(DoNothing(schema.base_schema()), FixedCreative.from_schema(schema))
 
     policies = {"do_nothing": nothing, "random_creative": with_selector("random_creative")}
-    policies.update({name: with_selector(name) for name in LEARNED})
+    policies.update({name: with_selector(name) for name in (*LEARNED, "personalised_top10")})
     return policies, curves
 
 
@@ -253,24 +263,40 @@ def run(study: CreativeStudy, out: Path | None = None) -> tuple[Summary, pd.Data
     return summary, wear
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rapport.experiments.creative", description=__doc__.split("\n")[0])
-    defaults = CreativeStudy()
-    for f in ("creatives", "customers", "horizon", "every_k_weeks", "train_episodes", "train_seed", "n_boot"):
-        p.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(defaults, f))
-    p.add_argument("--eval-seeds", type=int, nargs="+", default=list(defaults.eval_seeds))
-    p.add_argument("--scenario", default=defaults.scenario)
-    p.add_argument("--out", type=Path, default=Path("outputs/creative"))
-    a = p.parse_args(argv)
-    study = CreativeStudy(scenario=a.scenario, creatives=a.creatives, customers=a.customers, horizon=a.horizon,
-                          every_k_weeks=a.every_k_weeks, train_episodes=a.train_episodes, train_seed=a.train_seed,
-                          eval_seeds=tuple(a.eval_seeds), n_boot=a.n_boot)
-    summary, wear = run(study, a.out)
-    print(format_table(summary, FIVE_KPIS))
-    print(f"\nwear-out (first held-out population, e-mail every week):\n{wear.to_string(index=False)}")
-    print(f"\nwritten to {a.out}/")
-    return 0
+def study_from_config(cfg: Any) -> tuple[CreativeStudy, Path | None]:
+    """A :class:`CreativeStudy` and the output folder from ``conf/creative.yaml`` (after overrides);
+    an unknown key is refused naming the valid ones."""
+    values = dict(cfg)
+    out = values.pop("out", None)
+    valid = {f.name for f in dataclasses.fields(CreativeStudy)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(f"rapport-creative: unknown key(s) {unknown}; valid: {', '.join(sorted(valid | {'out'}))}")
+    if "eval_seeds" in values:
+        seeds = values["eval_seeds"]
+        values["eval_seeds"] = tuple(int(s) for s in (seeds if isinstance(seeds, Sequence) else [seeds]))
+    return CreativeStudy(**values), None if out is None else Path(str(out))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script ``rapport-creative`` (Hydra app over ``conf/creative.yaml``); ``argv``: the
+    overrides (default: the command line). Failures print one line and exit non-zero."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="creative")
+    def _app(cfg: Any) -> None:
+        with marks_failed_output():
+            study, out = study_from_config(OmegaConf.to_container(cfg, resolve=True))
+            out = out if out is not None else Path(HydraConfig.get().runtime.output_dir)
+            summary, wear = run(study, out)
+            print(format_table(summary, FIVE_KPIS))
+            print(f"\nwear-out (first held-out population, e-mail every week):\n{wear.to_string(index=False)}")
+            print(f"\nwritten to {out}/")
+
+    run_hydra_app(_app, argv, prog="rapport-creative")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

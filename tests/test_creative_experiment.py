@@ -31,7 +31,7 @@ def test_schema_of_carries_the_catalogue():
 
 def test_run_reports_five_kpis_paired_against_random_creative(tmp_path):
     summary, wear = run(CreativeStudy(**SMALL), tmp_path)
-    arms = {"do_nothing", "random_creative", "best_single", "segment", "personalised"}
+    arms = {"do_nothing", "random_creative", "best_single", "segment", "personalised", "personalised_top10"}
     assert set(summary.kpis.policy) == arms
     assert set(FIVE_KPIS) <= set(summary.kpis.key)
     diffs = summary.diffs[summary.diffs.key.isin(FIVE_KPIS)]
@@ -76,7 +76,40 @@ def test_bad_settings_name_the_key(bad, key):
 
 
 def test_cli_writes_the_table(tmp_path, capsys):
-    assert main(["--creatives", "20", "--customers", "300", "--horizon", "4", "--train-episodes", "1",
-                 "--eval-seeds", "3", "4", "--n-boot", "20", "--out", str(tmp_path)]) == 0
+    main(["creatives=20", "customers=300", "horizon=4", "train_episodes=1", "eval_seeds=[3,4]", "n_boot=20",
+          f"out={tmp_path}", f"hydra.run.dir={tmp_path / 'hydra'}"])
     assert "random_creative" in capsys.readouterr().out
     assert (tmp_path / "table.txt").exists()
+
+
+def test_cli_refuses_bad_keys_and_values(tmp_path, capsys):
+    for bad, key in (["creatives=0", "creatives"], ["+colour=blue", "colour"]):
+        with pytest.raises(SystemExit) as err:
+            main([bad, f"out={tmp_path}", f"hydra.run.dir={tmp_path / 'hydra'}"])
+        assert err.value.code != 0
+        assert key in capsys.readouterr().err
+    assert not (tmp_path / "table.txt").exists()
+
+
+def test_top_k_rotation_draws_from_each_persons_k_best():
+    from rapport.agents.creative import TopKRotation
+
+    study = CreativeStudy(**SMALL)
+    scenario = study.world()
+    personal, _ = train_selector("personalised", study, scenario)
+    env = envs.PopulationEnv(num_envs=200, scenario=scenario, horizon=study.horizon)
+    obs, _ = env.reset(seed=5)
+    rot = TopKRotation(personal, k=5, chunk=64)
+    rng = np.random.default_rng(1)
+    top5 = np.argsort(-personal.expected_rewards(obs), axis=1)[:, :5]
+    weeks = np.stack([rot.choose(obs, np.ones(len(obs), bool), rng)[0] for _ in range(20)], axis=1)
+    assert all(set(w) <= set(t) for w, t in zip(weeks, top5, strict=True))
+    assert np.mean([len(set(w)) for w in weeks]) > 3  # rotates: most of the 5 show up in 20 draws
+    ids, prop = rot.choose(obs, np.arange(len(obs)) % 2 == 0, rng)
+    assert np.all(prop[0::2] == 0.2) and np.all(prop[1::2] == 1.0) and np.all(ids[1::2] == 0)
+    assert np.array_equal(TopKRotation(personal, k=1).choose(obs, np.ones(len(obs), bool), rng)[0],
+                          personal.choose(obs, np.ones(len(obs), bool), rng)[0])
+    with pytest.raises(ValueError, match="k must be at most"):
+        TopKRotation(personal, k=51)
+    with pytest.raises(ValueError, match="expected_rewards"):
+        TopKRotation(object())
