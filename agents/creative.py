@@ -451,11 +451,23 @@ class TopKRotation(_Catalogue):
             raise ValueError(f"k must be at most the catalogue size {self.n_creatives}, got {self.k}")
         self.chunk = check_count("chunk", chunk, minimum=1, meaning="rows scored at once")
 
+    def _top(self, obs: np.ndarray) -> np.ndarray:
+        scores = np.asarray(self.scorer.expected_rewards(obs))
+        return np.argpartition(-scores, self.k - 1, axis=1)[:, :self.k]
+
+    def creative_distribution(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """(n, C) probability of every creative on each row: 1/k on the row's top k (for OPE;
+        small batches, or call it chunk by chunk)."""
+        obs = check_obs(obs, self.columns)
+        dist = np.zeros((len(obs), self.n_creatives))
+        if len(obs):
+            np.put_along_axis(dist, self._top(obs), 1.0 / self.k, axis=1)
+        return dist
+
     def _choose(self, obs, rng):
         ids = np.empty(len(obs), np.int64)
         for lo in range(0, len(obs), self.chunk):
-            scores = np.asarray(self.scorer.expected_rewards(obs[lo:lo + self.chunk]))
-            top = np.argpartition(-scores, self.k - 1, axis=1)[:, :self.k]
+            top = self._top(obs[lo:lo + self.chunk])
             pick = rng.integers(0, self.k, len(top))
             ids[lo:lo + len(top)] = top[np.arange(len(top)), pick]
         return ids, np.full(len(obs), 1.0 / self.k)

@@ -109,7 +109,35 @@ def test_top_k_rotation_draws_from_each_persons_k_best():
     assert np.all(prop[0::2] == 0.2) and np.all(prop[1::2] == 1.0) and np.all(ids[1::2] == 0)
     assert np.array_equal(TopKRotation(personal, k=1).choose(obs, np.ones(len(obs), bool), rng)[0],
                           personal.choose(obs, np.ones(len(obs), bool), rng)[0])
+    dist = rot.creative_distribution(obs[:7])
+    assert np.allclose(dist.sum(axis=1), 1) and np.all((dist == 0) | (dist == 0.2))
+    assert all(set(np.flatnonzero(d)) == set(t) for d, t in zip(dist, top5[:7], strict=True))
     with pytest.raises(ValueError, match="k must be at most"):
         TopKRotation(personal, k=51)
     with pytest.raises(ValueError, match="expected_rewards"):
         TopKRotation(object())
+
+
+def test_no_direct_effect_holds_in_the_simulator():
+    """MIPS over the five attributes is unbiased only if a creative reaches the reward through
+    its attributes alone: two creatives with the same attributes give the same first week."""
+    study = CreativeStudy(**{**SMALL, "creatives": 2000})
+    scenario = study.world()
+    env = envs.PopulationEnv(num_envs=400, scenario=scenario, horizon=3)
+    attrs = env.creative_attributes
+    codes = np.stack([attrs[c] for c in ("theme", "category", "imagery", "tone", "explicitness")], axis=1)
+    _, first, counts = np.unique(codes, axis=0, return_index=True, return_counts=True)
+    twin_of = {tuple(codes[i]): i for i in first[counts > 1]}
+    a = next(iter(twin_of.values()))
+    b = next(j for j in range(len(codes)) if j != a and tuple(codes[j]) == tuple(codes[a]))
+    other = next(j for j in range(len(codes)) if tuple(codes[j]) != tuple(codes[a]))
+
+    def week(creative: int) -> np.ndarray:
+        env.reset(seed=21)
+        actions = np.zeros((400, 4), np.int64)
+        actions[:, 0] = 1  # e-mail everyone
+        actions[:, 3] = creative
+        return env.step(actions)[1]
+
+    assert np.array_equal(week(a), week(b))
+    assert not np.array_equal(week(a), week(other))
