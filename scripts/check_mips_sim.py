@@ -14,7 +14,7 @@ person.
   simulator the creative reaches the reward only through those, so the no-direct-effect
   assumption holds.
 
-Run: ``.venv/bin/python scripts/check_mips_sim.py [--creatives 1000 10000] [--logs 30]`` (~3 min here).
+Run: ``.venv/bin/python scripts/check_mips_sim.py [--creatives 1000 10000] [--logs 30]`` (~4 min here: 32 s at C = 1,000, 197 s at C = 10,000).
 """
 
 from __future__ import annotations
