@@ -5,7 +5,7 @@ random, greedy-personalised and top-10-rotating creative with the fixed e-mail p
 population 9100 for 26 weeks, and prints the mean latent match (``info["creative"]["match"]``),
 wear multiplier and share of ``explicit_personal`` creatives among the sends.
 
-Run: ``.venv/bin/python scripts/diagnose_creative.py`` (~1 min); figures in the README.
+Run: ``.venv/bin/python scripts/diagnose_creative.py`` (~15 s here); figures in the README.
 """
 
 from __future__ import annotations
