@@ -54,7 +54,7 @@ from rapport.agents.creative import (
 from rapport.agents.creative_bandits import CreativeLinUCB
 from rapport.experiments import builders
 from rapport.experiments.config import CONFIG_PATH
-from rapport.experiments.errors import marks_failed_output, run_hydra_app
+from rapport.experiments.errors import marks_failed_output, run_hydra_app, user_input
 from rapport.experiments.evaluation import EvalSettings, Summary, evaluate, format_table, summarize
 
 __all__ = ["CreativeStudy", "FIVE_KPIS", "run", "train_selector", "wear_out_curve"]
@@ -288,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="creative")
     def _app(cfg: Any) -> None:
         with marks_failed_output():
-            study, out = study_from_config(OmegaConf.to_container(cfg, resolve=True))
+            with user_input():
+                study, out = study_from_config(OmegaConf.to_container(cfg, resolve=True))
             out = out if out is not None else Path(HydraConfig.get().runtime.output_dir)
             summary, wear = run(study, out)
             print(format_table(summary, FIVE_KPIS))
